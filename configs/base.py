@@ -1,0 +1,115 @@
+"""Every knob of ssljax, declared once.
+
+Method and experiment configs start from `get_config()` and override what they change.
+Configs hold primary values only: steps, scaled learning rates and other derived numbers
+are computed in code, so a command-line override never leaves a stale value behind.
+
+Keys read by scripts and sweeps (the shared vocabulary): `seed`, `method`, `data.name`,
+`data.size`, `data.root`, `data.label_fraction`, `model.name`, `model.width`,
+`train.batch_size`, `train.epochs`, `init.workdir`.
+"""
+
+import os
+
+import ml_collections
+
+DEFAULT_DATA_ROOT = "~/.medmnist"
+
+
+def default_data_root() -> str:
+    """The data folder: `$SSLJAX_DATA_DIR`, else `~/.medmnist` (the medmnist package's)."""
+    return os.environ.get("SSLJAX_DATA_DIR") or DEFAULT_DATA_ROOT
+
+
+def view_config(blur_prob: float, solarize_prob: float) -> ml_collections.ConfigDict:
+    """Augmentation settings of one view (BYOL / Barlow Twins defaults)."""
+    v = ml_collections.ConfigDict()
+    v.crop_scale = (0.2, 1.0)  # random resized crop: area fraction range
+    v.crop_ratio = (3 / 4, 4 / 3)  # aspect ratio range
+    v.hflip_prob = 0.5
+    v.vflip_prob = 0.0
+    v.jitter_prob = 0.8  # colour jitter (RGB) or brightness/contrast (grey)
+    v.brightness = 0.4
+    v.contrast = 0.4
+    v.saturation = 0.2  # RGB only
+    v.hue = 0.1  # RGB only
+    v.grayscale_prob = 0.2  # RGB only
+    v.gamma = 0.0  # grey: log-uniform gamma in [1/(1+g), 1+g] with prob jitter_prob
+    v.noise_std = 0.0  # additive Gaussian noise std on [0, 1] images
+    v.blur_prob = blur_prob
+    v.blur_sigma = (0.1, 2.0)  # as fraction of 224 px scaled to the image size in code
+    v.solarize_prob = solarize_prob
+    return v
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    # barlow_twins | simclr (pretraining); finetune | linear | knn (evaluation).
+    config.method = "barlow_twins"
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "pathmnist"  # a MedMNIST flag, or a name for data.path
+    config.data.size = 28  # 28 | 64 | 128 | 224
+    config.data.root = default_data_root()
+    config.data.download = True
+    config.data.path = ""  # a user's own .npz in MedMNIST layout (overrides name/size)
+    config.data.task = ""  # task type for data.path; registry datasets know theirs
+    config.data.label_fraction = 1.0  # in (0, 1]; evaluation only
+    config.data.labels_per_class = 0  # > 0: a fixed count per class instead of a fraction
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "resnet18"  # resnet18 | resnet34 | resnet50
+    config.model.width = 64  # base channel count; 64 is the standard ResNet
+    config.model.stem = "auto"  # small | imagenet | auto (small for <= 64 px)
+    config.model.dtype = "float32"  # compute dtype; bfloat16 on GPU/TPU
+    config.model.projector_dims = (2048, 2048, 2048)  # hidden..., output
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.lambd = 0.0051  # Barlow Twins off-diagonal weight
+    config.loss.temperature = 0.2  # SimCLR NT-Xent temperature
+
+    config.augment = ml_collections.ConfigDict()
+    config.augment.enabled = True  # evaluation: light training augmentation when true
+    config.augment.view1 = view_config(blur_prob=1.0, solarize_prob=0.0)
+    config.augment.view2 = view_config(blur_prob=0.1, solarize_prob=0.2)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 256  # global batch, over all devices and hosts
+    config.train.epochs = 100
+    config.train.optimizer = "lars"  # lars | sgd | adam | adamw
+    config.train.base_lr = 0.3  # LARS/SGD: lr = base_lr * batch_size / 256
+    config.train.bias_lr_factor = 1.0  # LARS: lr multiplier of biases and BN (paper: 0.024)
+    config.train.weight_decay = 1e-4
+    config.train.momentum = 0.9
+    config.train.schedule = "cosine"  # cosine (after warmup) | step | constant
+    config.train.warmup_epochs = 10
+    config.train.decay_epochs = (50, 75)  # step schedule: x0.1 at each
+    config.train.steps_per_dispatch = 1  # train steps fused in one jit call (lax.scan)
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.every_epochs = 10
+    config.checkpoint.keep = 2
+
+    config.log = ml_collections.ConfigDict()
+    config.log.every_steps = 20
+    config.log.monitor_every_epochs = 5  # kNN accuracy on val; 0 disables
+    config.log.progress = True
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.batch_size = 256
+    config.eval.knn_k = 20
+    config.eval.knn_metric = "cosine"  # cosine (temperature-weighted votes) | euclidean
+    config.eval.knn_temperature = 0.07
+    config.eval.linear_l2 = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # chosen on val
+    config.eval.linear_epochs = 100
+
+    config.init = ml_collections.ConfigDict()
+    config.init.workdir = ""  # pretraining run (or checkpoint path); empty: random init
+
+    config.distributed = ml_collections.ConfigDict()
+    config.distributed.initialize = False  # jax.distributed.initialize() (TPU VM, multi-host)
+    config.distributed.coordinator_address = ""  # empty: auto-detect (TPU, SLURM, ...)
+    config.distributed.num_processes = 0
+    config.distributed.process_id = -1
+    return config

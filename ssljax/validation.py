@@ -1,0 +1,114 @@
+"""Config checks that run before any device work, each error naming the key to fix."""
+
+import math
+
+import ml_collections
+
+PRETRAIN_METHODS = ("barlow_twins", "simclr")
+EVAL_METHODS = ("finetune", "linear", "knn")
+DTYPES = ("float32", "bfloat16", "float16")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+def _require(ok: bool, key: str, value: object, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"config.{key}={value!r}: {why}")
+
+
+def _in(config: ml_collections.ConfigDict, key: str, valid) -> None:
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    _require(value in valid, key, value, f"must be one of {list(valid)}")
+
+
+def _prob(view: ml_collections.ConfigDict, prefix: str) -> None:
+    for name in (
+        "hflip_prob",
+        "vflip_prob",
+        "jitter_prob",
+        "grayscale_prob",
+        "blur_prob",
+        "solarize_prob",
+    ):
+        v = view[name]
+        _require(0.0 <= v <= 1.0, f"{prefix}.{name}", v, "a probability must be in [0, 1]")
+    lo, hi = view.crop_scale
+    _require(0 < lo <= hi <= 1, f"{prefix}.crop_scale", view.crop_scale, "need 0 < lo <= hi <= 1")
+    lo, hi = view.crop_ratio
+    _require(0 < lo <= hi, f"{prefix}.crop_ratio", view.crop_ratio, "need 0 < lo <= hi")
+    lo, hi = view.blur_sigma
+    _require(0 < lo <= hi, f"{prefix}.blur_sigma", view.blur_sigma, "need 0 < lo <= hi")
+    for name in ("brightness", "contrast", "saturation", "hue", "gamma", "noise_std"):
+        _require(view[name] >= 0, f"{prefix}.{name}", view[name], "must be >= 0")
+    _require(view.hue <= 0.5, f"{prefix}.hue", view.hue, "must be <= 0.5")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for an impossible config, before data loading or compilation."""
+    from ssljax import models, optim
+    from ssljax.data import registry
+
+    _in(config, "method", PRETRAIN_METHODS + EVAL_METHODS)
+    d = config.data
+    if not d.path:
+        _in(config, "data.name", tuple(registry.DATASETS))
+        _in(config, "data.size", registry.SIZES)
+    else:
+        _in(config, "data.task", registry.TASKS)
+    f = d.label_fraction
+    _require(0 < f <= 1, "data.label_fraction", f, "must be in (0, 1]")
+    _require(d.labels_per_class >= 0, "data.labels_per_class", d.labels_per_class, "must be >= 0")
+
+    _in(config, "model.name", tuple(models.ENCODERS))
+    _in(config, "model.stem", ("auto", "small", "imagenet"))
+    _in(config, "model.dtype", DTYPES)
+    _require(config.model.width > 0, "model.width", config.model.width, "must be > 0")
+    dims = tuple(config.model.projector_dims)
+    _require(
+        len(dims) >= 1 and all(isinstance(x, int) and x > 0 for x in dims),
+        "model.projector_dims",
+        dims,
+        "must be a non-empty tuple of positive ints",
+    )
+    _require(config.loss.lambd >= 0, "loss.lambd", config.loss.lambd, "must be >= 0")
+    t = config.loss.temperature
+    _require(t > 0 and math.isfinite(t), "loss.temperature", t, "must be > 0")
+
+    tr = config.train
+    _require(tr.batch_size > 0, "train.batch_size", tr.batch_size, "must be > 0")
+    _require(tr.epochs > 0, "train.epochs", tr.epochs, "must be > 0")
+    _require(
+        0 <= tr.warmup_epochs <= tr.epochs,
+        "train.warmup_epochs",
+        tr.warmup_epochs,
+        f"must be in [0, train.epochs={tr.epochs}]",
+    )
+    _in(config, "train.optimizer", tuple(optim.OPTIMIZERS))
+    _in(config, "train.schedule", SCHEDULES)
+    _require(tr.base_lr > 0, "train.base_lr", tr.base_lr, "must be > 0")
+    _require(tr.weight_decay >= 0, "train.weight_decay", tr.weight_decay, "must be >= 0")
+    _require(0 <= tr.momentum < 1, "train.momentum", tr.momentum, "must be in [0, 1)")
+    _require(
+        tr.steps_per_dispatch >= 1,
+        "train.steps_per_dispatch",
+        tr.steps_per_dispatch,
+        "must be >= 1",
+    )
+    _require(config.checkpoint.keep >= 1, "checkpoint.keep", config.checkpoint.keep, "must be >= 1")
+    _require(
+        config.checkpoint.every_epochs >= 1,
+        "checkpoint.every_epochs",
+        config.checkpoint.every_epochs,
+        "must be >= 1",
+    )
+    _require(config.log.every_steps >= 1, "log.every_steps", config.log.every_steps, "must be >= 1")
+    _require(config.eval.knn_k >= 1, "eval.knn_k", config.eval.knn_k, "must be >= 1")
+    _in(config, "eval.knn_metric", ("cosine", "euclidean"))
+    _require(config.eval.batch_size > 0, "eval.batch_size", config.eval.batch_size, "must be > 0")
+    _prob(config.augment.view1, "augment.view1")
+    _prob(config.augment.view2, "augment.view2")
