@@ -1,0 +1,263 @@
+"""Loading and validating MedMNIST-layout .npz files into host memory.
+
+A MedMNIST archive holds `{train,val,test}_images` (uint8 [N, H, W] or [N, H, W, C]) and
+`{train,val,test}_labels` (integers [N, 1] or [N, L] for multi-label tasks). Everything is
+checked before training starts, so a bad file fails in a second with a message naming it
+rather than minutes later inside a jitted step.
+"""
+
+import dataclasses
+import os
+import pathlib
+import zipfile
+import zlib
+from collections.abc import Callable
+
+import ml_collections
+import numpy as np
+
+from ssljax.data import download, registry
+
+SPLITS = ("train", "val", "test")
+# What a damaged archive raises from np.load or from reading a member.
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# Builds the ValueError for a problem with the file being loaded.
+_Error = Callable[[str], ValueError]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split in host memory.
+
+    Attributes:
+      images: uint8 [N, H, W, C], C = 1 or 3.
+      labels: int32 [N] (binary, multi-class, ordinal: the class index) or int32 [N, L]
+        (multi-label: 0/1 per label).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A validated dataset: its three splits and what a classifier head needs to know.
+
+    Attributes:
+      name: registry name (e.g. 'pathmnist') or the user's name for their own file.
+      size: image height = width in pixels.
+      task: one of `registry.TASKS`.
+      label_names: class (or, for multi-label, label) names by index.
+      n_channels: 1 (grey) or 3 (RGB).
+      num_outputs: logits of the classifier head (`registry.num_outputs`).
+      splits: 'train', 'val', 'test' -> Split.
+    """
+
+    name: str
+    size: int
+    task: str
+    label_names: tuple[str, ...]
+    n_channels: int
+    num_outputs: int
+    splits: dict[str, Split]
+
+    @property
+    def train(self) -> Split:
+        return self.splits["train"]
+
+    @property
+    def val(self) -> Split:
+        return self.splits["val"]
+
+    @property
+    def test(self) -> Split:
+        return self.splits["test"]
+
+
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    task: str,
+    expected: registry.DatasetInfo | None = None,
+    size: int | None = None,
+) -> Dataset:
+    """Loads and validates a MedMNIST-layout .npz (never unpickles).
+
+    Args:
+      path: the .npz file.
+      task: one of `registry.TASKS`; decides the label layout.
+      expected: the registry entry when the file is a MedMNIST file: channels, label count
+        and split sizes are then checked against it.
+      size: the expected image size, if known.
+
+    Returns:
+      The Dataset, named `expected.name` or else the file's stem.
+
+    Raises:
+      ValueError: the file is not a readable .npz archive, lacks a key, or holds arrays of
+        the wrong dtype, shape or label range; the message names the file and the problem.
+    """
+    path = pathlib.Path(path)
+    registry.check_task(task)
+    hint = (
+        f" Delete {path} so that it is downloaded again (config.data.download=True)."
+        if expected is not None
+        else ""
+    )
+
+    def error(problem: str) -> ValueError:
+        return ValueError(f"{path}: {problem}.{hint}")
+
+    raw = _read_arrays(path, error)
+    images = {s: _check_images(s, raw[f"{s}_images"], error) for s in SPLITS}
+    shapes = {s: images[s].shape[1:] for s in SPLITS}
+    if len(set(shapes.values())) > 1:
+        raise error(f"the splits' images differ in shape (H, W, C): {shapes}")
+    height, _, channels = shapes["train"]
+    if size is not None and height != size:
+        raise error(f"images are {height}x{height} pixels, expected {size}x{size} (data.size)")
+    if expected is not None and channels != expected.n_channels:
+        raise error(f"images have {channels} channels, {expected.name} has {expected.n_channels}")
+
+    labels = {s: _check_labels(s, raw[f"{s}_labels"], len(images[s]), task, error) for s in SPLITS}
+    if expected is not None:
+        for s in SPLITS:
+            if len(images[s]) != expected.n_samples[s]:
+                raise error(
+                    f"{s} has {len(images[s])} examples, {expected.name} has "
+                    f"{expected.n_samples[s]}"
+                )
+        label_names = tuple(expected.labels.values())
+    else:
+        label_names = _infer_label_names(labels, task)
+    _check_label_range(labels, task, len(label_names), error)
+
+    splits = {s: Split(images=images[s], labels=labels[s].astype(np.int32)) for s in SPLITS}
+    return Dataset(
+        name=expected.name if expected is not None else path.stem,
+        size=height,
+        task=task,
+        label_names=label_names,
+        n_channels=channels,
+        num_outputs=registry.num_outputs(task, label_names),
+        splits=splits,
+    )
+
+
+def _read_arrays(path: pathlib.Path, error: _Error) -> dict[str, np.ndarray]:
+    """All six arrays of the archive, read into memory."""
+    keys = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except _READ_ERRORS as e:
+        raise error(f"cannot be read as an .npz archive ({type(e).__name__}: {e})") from e
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise error("holds a single array (.npy), not an .npz archive")
+    with archive:
+        missing = [k for k in keys if k not in archive.files]
+        if missing:
+            raise error(
+                f"missing keys {missing} (found {archive.files}); a MedMNIST archive holds {keys}"
+            )
+        try:
+            return {k: archive[k] for k in keys}
+        except _READ_ERRORS as e:
+            raise error(f"is truncated or damaged ({type(e).__name__}: {e})") from e
+
+
+def _check_images(split: str, images: np.ndarray, error: _Error) -> np.ndarray:
+    """uint8 [N, H, H] or [N, H, H, C] -> uint8 [N, H, H, C] with C in (1, 3)."""
+    if images.dtype != np.uint8:
+        raise error(f"{split}_images has dtype {images.dtype}, expected uint8 (0..255)")
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] not in (1, 3):
+        raise error(
+            f"{split}_images has shape {images.shape}, expected (N, H, H) or (N, H, H, C) "
+            "with C = 1 or 3"
+        )
+    if len(images) == 0:
+        raise error(f"{split}_images is empty")
+    return images
+
+
+def _check_labels(split: str, labels: np.ndarray, n: int, task: str, error: _Error) -> np.ndarray:
+    """Integer [N, 1] or [N] -> [N]; multi-label stays [N, L]."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise error(f"{split}_labels has dtype {labels.dtype}, expected integers")
+    if task == registry.MULTI_LABEL:
+        if labels.ndim != 2 or labels.shape[0] != n:
+            raise error(f"{split}_labels has shape {labels.shape}, expected ({n}, L) for {task}")
+        return labels
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.shape != (n,):
+        raise error(f"{split}_labels has shape {labels.shape}, expected ({n}, 1) for {task}")
+    return labels
+
+
+def _infer_label_names(labels: dict[str, np.ndarray], task: str) -> tuple[str, ...]:
+    """Index names '0', '1', ... for a file outside the registry."""
+    if task == registry.MULTI_LABEL:
+        n = labels["train"].shape[1]
+    elif task == registry.BINARY:
+        n = 2
+    else:
+        n = int(max(labels[s].max() for s in SPLITS)) + 1
+    return tuple(str(i) for i in range(n))
+
+
+def _check_label_range(
+    labels: dict[str, np.ndarray], task: str, n_classes: int, error: _Error
+) -> None:
+    for s, y in labels.items():
+        if task == registry.MULTI_LABEL:
+            if y.shape[1] != n_classes:
+                raise error(f"{s}_labels has {y.shape[1]} labels per example, expected {n_classes}")
+            if not np.isin(y, (0, 1)).all():
+                raise error(f"{s}_labels holds values other than 0 and 1 ({task})")
+        elif y.min() < 0 or y.max() >= n_classes:
+            raise error(
+                f"{s}_labels range over [{y.min()}, {y.max()}], expected 0..{n_classes - 1} "
+                f"for {n_classes} classes ({task})"
+            )
+
+
+def load_dataset(data_config: ml_collections.ConfigDict, progress: bool = True) -> Dataset:
+    """The dataset that `config.data` names, downloaded if missing and allowed.
+
+    With `data.path` set, that file (a user's own .npz in MedMNIST layout) is loaded with task
+    `data.task`, and `data.size` is taken from the file. It is named `data.name`, unless that
+    is still a registry name (the default 'pathmnist'), then after the file's stem. Otherwise
+    `data.name` at `data.size` is found in (or downloaded to) `data.root`.
+
+    Args:
+      data_config: `config.data` (keys name, size, root, download, path, task).
+      progress: show a progress bar while downloading.
+    """
+    if data_config.path:
+        path = pathlib.Path(data_config.path).expanduser()
+        if data_config.task not in registry.TASKS:
+            raise ValueError(
+                f"data.path={str(path)!r} needs data.task set to one of {registry.TASKS}; "
+                f"got data.task={data_config.task!r}"
+            )
+        if not path.is_file():
+            raise FileNotFoundError(f"data.path={str(path)!r} does not exist or is not a file")
+        dataset = load_npz(path, task=data_config.task)
+        if data_config.name not in registry.DATASETS:
+            dataset = dataclasses.replace(dataset, name=data_config.name)
+        return dataset
+    info = registry.get_info(data_config.name)
+    if data_config.task and data_config.task != info.task:
+        raise ValueError(
+            f"data.task={data_config.task!r} contradicts {info.name}'s task {info.task!r}; "
+            "leave data.task empty for registry datasets"
+        )
+    path = download.ensure_file(
+        info.name, data_config.size, data_config.root, data_config.download, progress=progress
+    )
+    return load_npz(path, task=info.task, expected=info, size=data_config.size)

@@ -1,0 +1,57 @@
+"""The dataset registry agrees with `medmnist.info.INFO` (medmnist 3.0.2, installed --no-deps)."""
+
+import medmnist.info
+import pytest
+
+from ssljax.data import registry
+
+NAMES_2D = [name for name in medmnist.info.INFO if not name.endswith("3d")]
+
+
+def test_registry_holds_every_2d_dataset():
+    assert len(NAMES_2D) == 12
+    assert sorted(registry.DATASETS) == sorted(NAMES_2D)
+
+
+@pytest.mark.parametrize("name", NAMES_2D)
+def test_registry_equals_medmnist_info(name):
+    info = medmnist.info.INFO[name]
+    ours = registry.get_info(name)
+    assert ours.name == name
+    assert ours.python_class == info["python_class"]
+    assert ours.task == info["task"]
+    assert ours.task in registry.TASKS
+    assert ours.labels == info["label"]
+    assert ours.n_channels == info["n_channels"]
+    assert ours.n_samples == info["n_samples"]
+    assert ours.license == info["license"]
+    for size in registry.SIZES:
+        suffix = "" if size == 28 else f"_{size}"
+        assert ours.urls[size] == info[f"url{suffix}"]
+        assert ours.md5[size] == info[f"MD5{suffix}"]
+        # The medmnist package saves each file under the name its URL carries.
+        assert ours.urls[size].split("/")[-1].split("?")[0] == registry.file_name(name, size)
+
+
+def test_file_name():
+    assert registry.file_name("breastmnist", 28) == "breastmnist.npz"
+    assert registry.file_name("breastmnist", 64) == "breastmnist_64.npz"
+    with pytest.raises(ValueError, match=r"data\.size=32.*\(28, 64, 128, 224\)"):
+        registry.file_name("breastmnist", 32)
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match="'nosuchmnist'.*pathmnist.*organsmnist"):
+        registry.get_info("nosuchmnist")
+
+
+def test_num_outputs():
+    assert registry.num_outputs(registry.BINARY, {"0": "a", "1": "b"}) == 2
+    chest = registry.get_info("chestmnist")
+    assert registry.num_outputs(chest.task, chest.labels) == 14
+    path = registry.get_info("pathmnist")
+    assert registry.num_outputs(path.task, path.labels) == 9
+    retina = registry.get_info("retinamnist")
+    assert registry.num_outputs(retina.task, retina.labels) == 5
+    with pytest.raises(ValueError, match=r"data\.task='regression'"):
+        registry.num_outputs("regression", {})
