@@ -1,0 +1,225 @@
+"""The pretraining loop: Barlow Twins or SimCLR on the unlabelled training split.
+
+`run(config, workdir)` is what `launch.py` calls. It writes `config.json`, `metrics.jsonl`,
+TensorBoard events and `checkpoints/`, resumes from the newest complete checkpoint when
+started again with the same command, and exports the final encoder to `encoder/`.
+"""
+
+import functools
+import json
+import pathlib
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from ssljax import augment, checkpoint, inference, losses, models, optim, parallel, steps, writers
+from ssljax.data import batches, load_dataset
+
+# method -> (pair loss from config.loss, encoder on the concatenated views)
+METHODS = {
+    "barlow_twins": (
+        lambda c: functools.partial(losses.barlow_twins_loss, lambd=c.lambd, has_aux=True),
+        False,
+    ),
+    "simclr": (
+        lambda c: functools.partial(losses.nt_xent_loss, temperature=c.temperature, has_aux=True),
+        True,
+    ),
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def build_model(config: ml_collections.ConfigDict, image_size: int) -> models.PretrainModel:
+    encoder = models.make_encoder(
+        config.model.name, config.model.width, config.model.stem, image_size, config.model.dtype
+    )
+    return models.PretrainModel(
+        encoder=encoder, projector_dims=tuple(config.model.projector_dims), dtype=encoder.dtype
+    )
+
+
+class Compiled(NamedTuple):
+    """The jitted functions of a pretraining run (built by `build`)."""
+
+    model: models.PretrainModel
+    # key -> TrainState, replicated over the mesh.
+    init: Callable[[jax.Array], steps.TrainState]
+    # (state, (images uint8 [S, B, H, W, C],), train_key) -> (state, metrics [S]); donates state.
+    train: Callable[..., tuple[steps.TrainState, dict[str, jax.Array]]]
+    # (params, batch_stats, images uint8 [B, H, W, C]) -> (features [B, F], embeddings [B, D]).
+    apply: Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def build(
+    config: ml_collections.ConfigDict,
+    image_shape: tuple[int, int, int],
+    steps_per_epoch: int,
+    mesh: Mesh,
+) -> Compiled:
+    """Model, optimizer, loss and augmentation from `config`, as jitted functions over `mesh`.
+
+    Args:
+      image_shape: (H, W, C) of the training images.
+      steps_per_epoch: sets the learning-rate schedule's length.
+    """
+    model = build_model(config, image_shape[0])
+    tx, schedule = optim.make_optimizer(config.train, steps_per_epoch)
+    make_loss, concat_views = METHODS[config.method]
+    views = (
+        augment.ViewParams.from_config(config.augment.view1),
+        augment.ViewParams.from_config(config.augment.view2),
+    )
+    repl = parallel.replicated(mesh)
+    init = jax.jit(
+        functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
+        out_shardings=repl,
+    )
+    step_fn = steps.make_pretrain_step(
+        model, tx, schedule, make_loss(config.loss), views, concat_views
+    )
+    train = jax.jit(
+        steps.scan_steps(step_fn),
+        in_shardings=(repl, (parallel.batch_sharding(mesh, 1),), repl),
+        out_shardings=(repl, repl),
+        donate_argnums=0,
+    )
+    return Compiled(model, init, train, jax.jit(steps.make_apply_fn(model)))
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+    """Pretrains an encoder as `config` says, in `workdir`. Returns the final metrics."""
+    workdir = pathlib.Path(workdir)
+    if config.method not in METHODS:
+        raise ValueError(
+            f"config.method={config.method!r}: pretraining methods are {list(METHODS)}"
+        )
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.train.batch_size, mesh)
+    writers.check_config_matches(workdir, json_config(config))
+
+    data = load_dataset(config.data)
+    train = data.splits["train"]
+    n, size = len(train.images), data.size
+    batch_size = config.train.batch_size
+    steps_per_epoch = batches.steps_per_epoch(n, batch_size)
+    total_steps = config.train.epochs * steps_per_epoch
+
+    fns = build(config, train.images.shape[1:], steps_per_epoch, mesh)
+    init_key, train_key = steps.derive_keys(config.seed)
+    state = fns.init(init_key)
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
+    restored = ckpt.restore_latest(state)
+    start_step = 0
+    if restored is not None:
+        state, start_step = restored
+    writers.write_json(workdir / writers.CONFIG_FILE, json_config(config))
+    train_fn, apply_fn = fns.train, fns.apply
+    rows = parallel.process_rows(batch_size)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        out = inference.batched_apply(
+            apply_fn, state.params, state.batch_stats, images, config.eval.batch_size, mesh
+        )
+        return out[0]
+
+    writer = writers.MetricWriter(
+        workdir, total_steps, start_step, config.log.progress, desc=f"{config.method}"
+    )
+    writer.message(
+        f"{config.method} on {data.name} {size}px: {n} images, {steps_per_epoch} steps/epoch, "
+        f"{total_steps} steps, {jax.device_count()} device(s), resuming at step {start_step}"
+    )
+    step = start_step
+    last = {"time": time.perf_counter(), "step": step}
+    summary: dict[str, Any] = {}
+    try:
+        while step < total_steps:
+            epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
+            chunk = min(config.train.steps_per_dispatch, epoch_end - step)
+            idx = np.stack(
+                [
+                    batches.train_batch_indices(config.seed, s, n, batch_size)[rows]
+                    for s in range(step, step + chunk)
+                ]
+            )
+            images = parallel.host_to_global(train.images[idx], mesh, batch_axis=1)
+            state, metrics = train_fn(state, (images,), train_key)
+            step += chunk
+            writer.progress(chunk)
+            epoch = step // steps_per_epoch
+            at_epoch_end = step == epoch_end
+            if step % config.log.every_steps < chunk or at_epoch_end:
+                summary = _log(writer, state, metrics, step, epoch, batch_size, last)
+            if at_epoch_end:
+                summary.update(
+                    _end_of_epoch(
+                        config, epoch, step, total_steps, state, ckpt, writer, features, data
+                    )
+                )
+    finally:
+        ckpt.close()
+        writer.close()
+    encoder_vars = {
+        "params": state.params["encoder"],
+        "batch_stats": state.batch_stats["encoder"],
+    }
+    checkpoint.save_encoder(workdir, encoder_vars)
+    return summary
+
+
+def _check_finite(state: steps.TrainState) -> None:
+    bad = int(state.nonfinite_step)
+    if bad >= 0:
+        raise NonFiniteLossError(
+            f"the loss became non-finite at step {bad}; the update was skipped and the last "
+            "good checkpoint is kept. Lower train.base_lr or check the data."
+        )
+
+
+def _log(writer, state, metrics, step, epoch, batch_size, last) -> dict[str, Any]:
+    _check_finite(state)
+    now = time.perf_counter()
+    images_per_s = (step - last["step"]) * batch_size / max(now - last["time"], 1e-9)
+    last.update(time=now, step=step)
+    record = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()}
+    record.update(epoch=epoch, images_per_s=images_per_s)
+    writer.write(step, record)
+    writer.progress(
+        0, epoch=epoch, loss=record["loss"], img_s=f"{images_per_s:.0f}", lr=record["lr"]
+    )
+    return record
+
+
+def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, features, data):
+    done = step >= total_steps
+    out: dict[str, Any] = {}
+    every = config.log.monitor_every_epochs
+    if every and (epoch % every == 0 or done):
+        out = inference.knn_score(
+            features,
+            data.splits["train"],
+            data.splits["val"],
+            task=data.task,
+            num_classes=data.num_outputs,
+            k=config.eval.knn_k,
+            metric=config.eval.knn_metric,
+            temperature=config.eval.knn_temperature,
+        )
+        writer.write(step, {"epoch": epoch, **out})
+        writer.message(f"epoch {epoch}: kNN val acc {out['knn_acc']:.4f} auc {out['knn_auc']:.4f}")
+    if epoch % config.checkpoint.every_epochs == 0 or done:
+        _check_finite(state)
+        ckpt.save(step, state)
+    return out
+
+
+def json_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    return json.loads(config.to_json_best_effort())

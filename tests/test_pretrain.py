@@ -1,0 +1,246 @@
+"""Pretraining end to end on real BreastMNIST: outputs, resume, failure, devices, processes."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from configs import barlow, simclr
+from ssljax import checkpoint, parallel, pretrain, steps, writers
+from ssljax.data import batches, load_dataset
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+TINY = {
+    "model.width": 4,
+    "model.projector_dims": (64, 64),
+    "train.batch_size": 64,
+    "train.epochs": 2,
+    "train.warmup_epochs": 0,
+    "checkpoint.every_epochs": 1,
+    "log.every_steps": 1,
+    "log.monitor_every_epochs": 1,
+    "log.progress": False,
+}
+
+
+def tiny_config(method: str = "barlow_twins", **overrides):
+    config = (barlow if method == "barlow_twins" else simclr).get_config("breastmnist")
+    for key, value in {**TINY, **overrides}.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    config.lock()
+    return config
+
+
+def _overrides_as_flags(**overrides) -> list[str]:
+    flags = []
+    for key, value in {**TINY, **overrides}.items():
+        flags.append(
+            f"--config.{key}={value!r}" if isinstance(value, tuple) else f"--config.{key}={value}"
+        )
+    return flags
+
+
+def _encoder_leaves(workdir: pathlib.Path) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(checkpoint.load_encoder(workdir))]
+
+
+@pytest.fixture(scope="module", params=["barlow_twins", "simclr"])
+def finished_run(request, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp(request.param)
+    summary = pretrain.run(tiny_config(request.param), workdir)
+    return request.param, workdir, summary
+
+
+def test_run_writes_outputs_and_learns(finished_run):
+    method, workdir, summary = finished_run
+    for name in ("config.json", "metrics.jsonl", "encoder", "checkpoints", "tensorboard"):
+        assert (workdir / name).exists(), name
+    assert json.loads((workdir / "config.json").read_text())["method"] == method
+    assert checkpoint.committed_steps(workdir / "checkpoints") == [8, 16]  # 546 // 64 = 8
+    records = writers.read_metrics(workdir)
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 16 and np.all(np.isfinite(losses))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses
+    knn = [r for r in records if "knn_acc" in r]
+    assert [r["epoch"] for r in knn] == [1, 2]
+    assert 0.0 <= knn[-1]["knn_acc"] <= 1.0 and 0.0 <= knn[-1]["knn_auc"] <= 1.0
+    if method == "barlow_twins":
+        assert all("embedding_std" in r and "off_diag" in r for r in records if "loss" in r)
+    else:
+        assert all("contrastive_acc" in r for r in records if "loss" in r)
+    assert {"images_per_s", "lr", "grad_norm", "param_norm"} <= records[0].keys()
+    assert summary["knn_acc"] == knn[-1]["knn_acc"]
+
+
+def test_sigkill_then_rerun_resumes_to_identical_parameters(finished_run, tmp_path):
+    method, reference, _ = finished_run
+    if method != "barlow_twins":
+        pytest.skip("one method suffices for resume")
+    command = [
+        sys.executable,
+        "launch.py",
+        "--config=configs/barlow.py:breastmnist",
+        f"--workdir={tmp_path}",
+        *_overrides_as_flags(),
+    ]
+    # The subprocess inherits this process's 8 host devices: the same mesh as the reference.
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not checkpoint.committed_steps(tmp_path / "checkpoints"):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not (tmp_path / "encoder").exists(), "killed before the end"
+    # A half-written later step must be skipped on resume, and kept aside, not deleted.
+    partial = tmp_path / "checkpoints" / "12"
+    partial.mkdir()
+    (partial / "garbage").write_text("half a checkpoint")
+    subprocess.run(command, cwd=REPO, check=True, timeout=600, capture_output=True)
+    assert (tmp_path / "checkpoints" / "12.incomplete-0" / "garbage").exists()
+    for resumed, uninterrupted in zip(
+        _encoder_leaves(tmp_path), _encoder_leaves(reference), strict=True
+    ):
+        np.testing.assert_array_equal(resumed, uninterrupted)
+    losses = [r["loss"] for r in writers.read_metrics(tmp_path) if "loss" in r]
+    assert len(losses) == 16  # the replayed steps replace the killed run's records
+
+
+def test_uncommitted_or_damaged_checkpoints_are_skipped(tmp_path):
+    state = {"w": np.arange(4.0, dtype=np.float32), "step": np.int32(3)}
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+    ckpt.save(3, jax.tree.map(jax.numpy.asarray, state))
+    ckpt.close()
+    (tmp_path / "checkpoints" / "9").mkdir()  # no commit marker
+    damaged = tmp_path / "checkpoints" / "7"
+    damaged.mkdir()
+    (damaged / checkpoint.COMMIT_MARKER).write_text("")  # marked, but holds nothing
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+    restored, step = ckpt.restore_latest(jax.tree.map(jax.numpy.asarray, state))
+    ckpt.close()
+    assert step == 3
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert (tmp_path / "checkpoints" / "9.incomplete-0").is_dir()
+
+
+def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(**{"log.monitor_every_epochs": 0, "log.every_steps": 4})
+    saves = []
+    original_save = checkpoint.Checkpointer.save
+
+    def save_then_crash(self, step, state):
+        original_save(self, step, state)
+        saves.append(step)
+        raise KeyboardInterrupt  # the first run dies right after its first checkpoint
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.run(config, tmp_path)
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", original_save)
+    before = (tmp_path / "checkpoints" / "8").stat().st_mtime_ns
+
+    def nan_loss(c):
+        def loss(z1, z2):
+            value, aux = pretrain.METHODS["simclr"][0](c)(z1, z2)
+            return value * jax.numpy.nan, aux
+
+        return loss
+
+    monkeypatch.setitem(pretrain.METHODS, "barlow_twins", (nan_loss, False))
+    with pytest.raises(pretrain.NonFiniteLossError, match="at step 8"):
+        pretrain.run(config, tmp_path)
+    assert saves == [8]
+    assert checkpoint.committed_steps(tmp_path / "checkpoints") == [8]
+    assert (tmp_path / "checkpoints" / "8").stat().st_mtime_ns == before
+
+
+def two_steps(config, mesh) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Losses [2] and final parameters of two train steps; each process feeds its rows."""
+    data = load_dataset(config.data)
+    images = data.train.images
+    n, b = len(images), config.train.batch_size
+    fns = pretrain.build(config, images.shape[1:], batches.steps_per_epoch(n, b), mesh)
+    init_key, train_key = steps.derive_keys(config.seed)
+    state = fns.init(init_key)
+    rows = parallel.process_rows(b)
+    idx = np.stack([batches.train_batch_indices(config.seed, s, n, b)[rows] for s in range(2)])
+    x = parallel.host_to_global(images[idx], mesh, batch_axis=1)
+    state, metrics = fns.train(state, (x,), train_key)
+    params = [parallel.to_host(p) for p in jax.tree.leaves(state.params)]
+    return parallel.to_host(metrics["loss"]), params
+
+
+def test_one_device_equals_eight_devices():
+    """Barlow Twins end to end (SimCLR's sharded loss and grads: tests/test_losses.py).
+
+    Same global batch and keys; only the order of float32 reductions differs across
+    devices. Losses agree to 1e-5. Parameters after two LARS steps agree to 5e-3 absolute
+    (measured: about 2e-3 on one BatchNorm parameter of this width-4 net, where the
+    batch variance of a nearly constant channel amplifies rounding); all others to 1e-5.
+    """
+    assert jax.device_count() == 8
+    config = tiny_config(**{"train.batch_size": 32})
+    loss1, params1 = two_steps(config, parallel.make_mesh(jax.devices()[:1]))
+    loss8, params8 = two_steps(config, parallel.make_mesh())
+    np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
+    diffs = sorted(float(np.abs(a - b).max()) for a, b in zip(params8, params1, strict=True))
+    assert diffs[-1] < 5e-3, diffs[-3:]
+    assert diffs[-2] < 1e-4 or diffs[-1] < 1e-4, diffs[-3:]
+    assert np.median(diffs) < 1e-5, diffs
+
+
+def test_two_processes_equal_one(tmp_path):
+    config = tiny_config(**{"train.batch_size": 16})
+    loss_single, params_single = two_steps(config, parallel.make_mesh(jax.devices()[:2]))
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests" / "multiprocess_worker.py"),
+                f"127.0.0.1:{port}",
+                str(pid),
+                str(tmp_path / f"out{pid}.json"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for pid in range(2)
+    ]
+    try:
+        outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, out[-3000:]
+    result = json.loads((tmp_path / "out0.json").read_text())
+    np.testing.assert_allclose(result["loss"], loss_single, rtol=1e-5)
+    chex.assert_trees_all_close(
+        result["param_sums"], [float(p.sum()) for p in params_single], rtol=1e-4, atol=1e-4
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
