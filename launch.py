@@ -24,6 +24,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
+    """Runs the job; a user error (bad config, missing data, ...) exits with its message."""
+    from ssljax.data.download import DatasetDownloadError
+    from ssljax.pretrain import NonFiniteLossError
+    from ssljax.validation import ConfigError
+
+    try:
+        _run(argv)
+    except (ConfigError, DatasetDownloadError, NonFiniteLossError, FileNotFoundError) as e:
+        sys.exit(f"launch.py: {e}")
+
+
+def _run(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so --help answers without importing JAX.
