@@ -22,17 +22,15 @@ a ValueError that names the class, so a NaN never reaches model selection silent
 
 import numpy as np
 
-BINARY = "binary-class"
-MULTI_CLASS = "multi-class"
-MULTI_LABEL = "multi-label, binary-class"
-ORDINAL = "ordinal-regression"
-TASKS = (BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL)
-
-
-def check_task(task: str) -> None:
-    """Raises a ValueError naming the valid task strings if `task` is not one of them."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid tasks (medmnist INFO): {list(TASKS)}")
+# The task strings have one home, the dataset registry; re-exported for scoring code.
+from ssljax.data.registry import (  # noqa: F401
+    BINARY,
+    MULTI_CLASS,
+    MULTI_LABEL,
+    ORDINAL,
+    TASKS,
+    check_task,
+)
 
 
 def _integer_labels(y_true: np.ndarray) -> np.ndarray:

@@ -117,7 +117,7 @@ def test_class_without_positives_raises():
 @pytest.mark.parametrize(
     ("task", "y_true", "y_score", "match"),
     [
-        ("multiclass", np.zeros(3), np.ones((3, 2)), "unknown task"),
+        ("multiclass", np.zeros(3), np.ones((3, 2)), "not a MedMNIST task"),
         (metrics.MULTI_CLASS, np.array([0, 1, 5]), np.ones((3, 3)), r"\[0, 3\)"),
         (metrics.MULTI_CLASS, np.array([0, 1]), np.ones((3, 3)), "same, non-zero number"),
         (metrics.MULTI_CLASS, np.array([0, 1, 2]), np.ones(3), r"\[N, C\]"),
