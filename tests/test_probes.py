@@ -116,7 +116,7 @@ def test_knn_multi_label():
         ({"k": 500}, r"k=500 must lie in \[1, 120\]"),
         ({"metric": "manhattan"}, "unknown kNN metric 'manhattan'"),
         ({"num_classes": 3}, r"classes in \[0, 3\)"),
-        ({"task": "multi-class, ordinal"}, "unknown task"),
+        ({"task": "multi-class, ordinal"}, "not a MedMNIST task"),
     ],
 )
 def test_knn_bad_input(kwargs, match):
