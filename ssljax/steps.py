@@ -133,8 +133,8 @@ def make_pretrain_step(
         metrics = {
             "loss": loss,
             "lr": schedule(state.step),
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(new_state.params),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(new_state.params),
             **aux,
         }
         return new_state, metrics
@@ -181,7 +181,7 @@ def make_classifier_step(
         return new_state, {
             "loss": loss,
             "lr": schedule(state.step),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
 
     return step

@@ -1,0 +1,80 @@
+"""Figures a person would rather look at than read (matplotlib, Agg backend, PNG)."""
+
+import pathlib
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ssljax import metrics  # noqa: E402
+from ssljax.data import registry  # noqa: E402
+
+
+def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _matrix(ax, cm: np.ndarray, names: Sequence[str], title: str) -> None:
+    ax.imshow(cm, cmap="Blues")
+    ticks = range(len(names))
+    ax.set_xticks(ticks, names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(ticks, names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    threshold = cm.max() / 2 if cm.size else 0
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if v > threshold else "black",
+        )
+
+
+def confusion_matrices(
+    task: str,
+    y_true: np.ndarray,
+    y_score: np.ndarray,
+    label_names: Sequence[str],
+    path: str | pathlib.Path,
+    title: str = "",
+) -> pathlib.Path:
+    """Confusion matrix of the predictions MedMNIST's ACC scores (one 2x2 per label for
+    multi-label tasks).
+
+    Args:
+      y_true: int [N] (or [N, 1]), or 0/1 [N, L] for multi-label.
+      y_score: probabilities float [N, C] (or [N, L]).
+    """
+    y_pred = metrics.predict_labels(task, y_score)
+    y_true = np.asarray(y_true)
+    short = [n if len(n) <= 18 else n[:16] + "…" for n in label_names]
+    if task != registry.MULTI_LABEL:
+        k = len(label_names)
+        cm = metrics.confusion_matrix(y_true.reshape(-1), y_pred.reshape(-1), k)
+        fig, ax = plt.subplots(figsize=(2.5 + 0.45 * k, 2.2 + 0.45 * k))
+        _matrix(ax, cm, short, title)
+        return _save(fig, path)
+    n_labels = y_true.shape[1]
+    cols = min(n_labels, 5)
+    rows = -(-n_labels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n_labels:
+            ax.axis("off")
+            continue
+        cm = metrics.confusion_matrix(y_true[:, i], y_pred[:, i], 2)
+        _matrix(ax, cm, ["0", "1"], short[i])
+    fig.suptitle(title)
+    return _save(fig, path)
