@@ -16,6 +16,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ssljax.models import conv
+
 # torchvision's init: Kaiming normal, fan-out, for ReLU.
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _STAGE_WIDTHS = (1, 2, 4, 8)
@@ -35,6 +37,8 @@ def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=_CONV_INIT,
+        # XLA:CPU's own kernel gradient is 15x slower; see models/conv.py.
+        conv_general_dilated=conv.conv_general_dilated,
         name=name,
     )
 
