@@ -13,10 +13,11 @@ from ssljax import metrics  # noqa: E402
 from ssljax.data import registry  # noqa: E402
 
 
-def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
+def save_figure(fig, path: str | pathlib.Path, dpi: int = 120) -> pathlib.Path:
+    """Writes `fig` as a PNG at `path` (folders created) and closes it."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -65,7 +66,7 @@ def confusion_matrices(
         cm = metrics.confusion_matrix(y_true.reshape(-1), y_pred.reshape(-1), k)
         fig, ax = plt.subplots(figsize=(2.5 + 0.45 * k, 2.2 + 0.45 * k))
         _matrix(ax, cm, short, title)
-        return _save(fig, path)
+        return save_figure(fig, path)
     n_labels = y_true.shape[1]
     cols = min(n_labels, 5)
     rows = -(-n_labels // cols)
@@ -77,4 +78,4 @@ def confusion_matrices(
         cm = metrics.confusion_matrix(y_true[:, i], y_pred[:, i], 2)
         _matrix(ax, cm, ["0", "1"], short[i])
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

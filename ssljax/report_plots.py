@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ssljax import augment, checkpoint, inference, parallel, pretrain, steps  # noqa: E402
+from ssljax import augment, checkpoint, inference, parallel, plots, pretrain, steps  # noqa: E402
 from ssljax.data import batches, load_dataset, registry  # noqa: E402
 
 # Methods in a fixed order and colour across every figure.
@@ -32,6 +32,8 @@ METHOD_STYLE = {
 }
 # Dimensions of the cross-correlation matrix drawn (its summary covers all of them).
 CORR_BLOCK = 64
+# Report figures hold many panels; 110 dpi keeps their PNGs small.
+_DPI = 110
 
 
 def _style(method: str) -> tuple[str | None, str]:
@@ -41,14 +43,6 @@ def _style(method: str) -> tuple[str | None, str]:
 def method_name(method: str) -> str:
     """'barlow_twins' -> 'Barlow Twins', as figures label it."""
     return _style(method)[1]
-
-
-def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def label_efficiency(rows: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.Path:
@@ -94,7 +88,7 @@ def label_efficiency(rows: Sequence[dict[str, Any]], path: str | pathlib.Path) -
         ax.legend(fontsize=7)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=_DPI)
 
 
 def _method_order(method: str) -> tuple[int, str]:
@@ -145,7 +139,7 @@ def pretraining_curves(runs: Sequence[dict[str, Any]], path: str | pathlib.Path)
         for ax in (loss_ax, knn_ax):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=_DPI)
 
 
 def cross_correlation_figure(
@@ -163,7 +157,7 @@ def cross_correlation_figure(
         ax.set_ylabel("view 1 dim")
     fig.colorbar(im, ax=axes, shrink=0.8)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=_DPI)
 
 
 def embeddings_figure(
@@ -185,7 +179,7 @@ def embeddings_figure(
         ax.set_yticks([])
     axes[0, -1].legend(fontsize=7, markerscale=2, loc="best")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return plots.save_figure(fig, path, dpi=_DPI)
 
 
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:

@@ -1,13 +1,13 @@
-"""A 2D convolution whose kernel gradient XLA:CPU computes 15x faster.
+"""A 2D convolution whose kernel gradient XLA:CPU computes about 11x faster.
 
 XLA:CPU lowers the kernel gradient of a stride-1 convolution as one convolution whose
 "kernel" is the whole output gradient (28 x 28 for a small-image ResNet's first stage), a
-shape its Eigen path handles at about 2.6 GFLOP/s, 25x slower than the forward pass
-(batch 64, 28 x 28 x 64 -> 64, 3 x 3, measured on the 2-core CPU of 2026-11-27: forward
-56 ms, input gradient 83 ms, kernel gradient 1,430 ms). It dominated a ResNet-18 train step.
+shape its Eigen path handles at about 2.6 GFLOP/s, 16x slower than the forward pass
+(batch 64, 28 x 28 x 64 -> 64, 3 x 3, 2-core CPU, `experiments/conv_gradient.py`, 2026-11-27:
+forward 86 ms, input gradient 67 ms, kernel gradient 1,400 ms). It dominated a ResNet-18 train step.
 
 Here the kernel gradient is an im2col matrix product instead, over chunks of the batch so
-that a chunk's patches stay in cache: dw = sum over chunks of patches(x)^T @ dy (100 ms for
+that a chunk's patches stay in cache: dw = sum over chunks of patches(x)^T @ dy (122 ms for
 the case above). Only the CPU lowering uses it (`lax.platform_dependent`); GPUs and TPUs
 keep XLA's own gradient, which cuDNN and the TPU compiler do well. The forward pass and the
 input gradient are XLA's everywhere.

@@ -37,7 +37,7 @@ def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn
         dtype=dtype,
         param_dtype=jnp.float32,
         kernel_init=_CONV_INIT,
-        # XLA:CPU's own kernel gradient is 15x slower; see models/conv.py.
+        # XLA:CPU's own kernel gradient is about 11x slower; see models/conv.py.
         conv_general_dilated=conv.conv_general_dilated,
         name=name,
     )
