@@ -12,6 +12,7 @@ Keys read by scripts and sweeps (the shared vocabulary): `seed`, `method`, `data
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
 DEFAULT_DATA_ROOT = "~/.medmnist"
 
@@ -37,7 +38,7 @@ def view_config(blur_prob: float, solarize_prob: float) -> ml_collections.Config
     v.gamma = 0.0  # grey: log-uniform gamma in [1/(1+g), 1+g] with prob jitter_prob
     v.noise_std = 0.0  # additive Gaussian noise std on [0, 1] images
     v.blur_prob = blur_prob
-    v.blur_sigma = (0.1, 2.0)  # as fraction of 224 px scaled to the image size in code
+    v.blur_sigma = (0.1, 2.0)  # pixels, at every size (BYOL at 224 px, solo-learn at 32 px)
     v.solarize_prob = solarize_prob
     return v
 
@@ -64,10 +65,18 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.stem = "auto"  # small | imagenet | auto (small for <= 64 px)
     config.model.dtype = "float32"  # compute dtype; bfloat16 on GPU/TPU
     config.model.projector_dims = (2048, 2048, 2048)  # hidden..., output
+    # False: every residual branch starts on (torchvision's default, used by MedMNIST v2's
+    # supervised baselines and solo-learn). True zeroes each block's last BatchNorm scale
+    # (the Barlow Twins reference); a frozen random encoder then has every branch switched off.
+    config.model.zero_init_residual = False
 
     config.loss = ml_collections.ConfigDict()
     config.loss.lambd = 0.0051  # Barlow Twins off-diagonal weight
     config.loss.temperature = 0.2  # SimCLR NT-Xent temperature
+    # Barlow Twins only: multiplies the loss and so its gradients (solo-learn's scale_loss,
+    # 0.1 in its CIFAR recipe); the logged on_diag / off_diag terms stay unscaled.
+    config.loss.scale = 1.0
+    config.loss.scale = 1.0  # Barlow Twins loss multiplier (solo-learn's scale_loss)
 
     config.augment = ml_collections.ConfigDict()
     config.augment.enabled = True  # evaluation: light training augmentation when true
@@ -80,11 +89,19 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.optimizer = "lars"  # lars | sgd | adam | adamw
     config.train.base_lr = 0.3  # LARS/SGD: lr = base_lr * batch_size / 256
     config.train.bias_lr_factor = 1.0  # LARS: lr multiplier of biases and BN (paper: 0.024)
+    # LARS eta and lr clipping: solo-learn's CIFAR recipes (eta 0.02, clip_lr True). At the
+    # Barlow Twins reference's 0.001 without clipping the convolutions barely move at 28 px.
+    config.train.trust_coefficient = 0.02
+    config.train.clip_lr = True
     config.train.weight_decay = 1e-4
     config.train.momentum = 0.9
     config.train.schedule = "cosine"  # cosine (after warmup) | step | constant
-    config.train.warmup_epochs = 10
-    config.train.decay_epochs = (50, 75)  # step schedule: x0.1 at each
+    # Warmup and step decay follow the run's length: fractions of train.epochs, unless the
+    # epochs are set (a user who sets them gets exactly that).
+    config.train.warmup_fraction = 0.1
+    config.train.warmup_epochs = config_dict.placeholder(float)
+    config.train.decay_fractions = (0.5, 0.75)  # step schedule: x0.1 at each (MedMNIST v2)
+    config.train.decay_epochs = config_dict.placeholder(tuple)
     config.train.steps_per_dispatch = 1  # train steps fused in one jit call (lax.scan)
 
     config.checkpoint = ml_collections.ConfigDict()
@@ -103,9 +120,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval.knn_temperature = 0.07
     config.eval.linear_l2 = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)  # chosen on val
     config.eval.linear_epochs = 100
+    # Train-split images BatchNorm statistics are re-estimated on before any scoring (both
+    # arms, every protocol); 0 scores with the running averages as they are.
+    config.eval.bn_images = 2048
 
     config.init = ml_collections.ConfigDict()
     config.init.workdir = ""  # pretraining run (or checkpoint path); empty: random init
+    # all | batchnorm: keep only the pretrained BatchNorm parameters on random kernels (ablation)
+    config.init.transfer = "all"
 
     config.distributed = ml_collections.ConfigDict()
     config.distributed.initialize = False  # jax.distributed.initialize() (TPU VM, multi-host)

@@ -18,10 +18,10 @@ Channel count is static, so it picks the operations at trace time:
   and grayscale do nothing to one channel and are skipped.
 - Both: Gaussian blur, solarisation, additive noise when `noise_std > 0`.
 
-Gaussian blur: kernel size `2 * round(0.05 * side) + 1` (23 taps at 224 px as in BYOL, 3 at
-28 px), sigma uniform in `blur_sigma` times `side / 224`, so the config's ImageNet-scale
-sigmas blur a small image by the same fraction of its width. The kernel size is fixed per
-image size; sigma varies per example.
+Gaussian blur: sigma uniform in `blur_sigma`, in pixels at every image size, as BYOL
+(224 px) and solo-learn's CIFAR recipes (32 px) both give it; the kernel reaches 3 sigma of
+the largest sigma (capped by the image side), fixed per view, while sigma varies per example.
+(A sigma scaled by side / 224 changed a 28 px image by less than one grey level.)
 
 Internally images are channel-first [C, H, W] floats: every per-channel plane is then
 contiguous, which XLA's CPU backend vectorises several times better than a minor axis of 3.
@@ -41,8 +41,6 @@ import numpy as np
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 # torchvision's RandomResizedCrop tries this many boxes before its centre-crop fallback.
 _CROP_ATTEMPTS = 10
-# blur_sigma in the config is given for 224 px images.
-_SIGMA_REFERENCE_SIDE = 224.0
 # NTSC YIQ: hue jitter rotates the chroma plane (I, Q) around luma Y.
 _RGB_TO_YIQ = np.asarray(
     [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32
@@ -66,7 +64,7 @@ class ViewParams:
 
     Fields mirror `configs/base.py:view_config`. Probabilities are in [0, 1]; `crop_scale` is
     the (low, high) area fraction, `crop_ratio` the (low, high) aspect ratio (log-uniform),
-    `blur_sigma` the (low, high) sigma for 224 px images.
+    `blur_sigma` the (low, high) sigma in pixels.
     """
 
     crop_scale: tuple[float, float]
@@ -315,8 +313,9 @@ def _color_jitter(u: jax.Array, x: jax.Array, params: ViewParams) -> jax.Array:
     return jnp.where(u[0] < params.jitter_prob, out, x)
 
 
-def _blur_kernel_size(side: int) -> int:
-    return 2 * max(1, round(0.05 * side)) + 1
+def _blur_radius(side: int, max_sigma: float) -> int:
+    """Taps on each side of the centre: 3 sigma, at least 1, below the side (reflect padding)."""
+    return max(1, min(math.ceil(3.0 * max_sigma), (side - 1) // 2))
 
 
 def _gaussian_blur(u: jax.Array, x: jax.Array, params: ViewParams) -> jax.Array:
@@ -326,11 +325,10 @@ def _gaussian_blur(u: jax.Array, x: jax.Array, params: ViewParams) -> jax.Array:
     dense blur matrix at 224 px, and one fused loop per axis.
     """
     _, height, width = x.shape
-    side = min(height, width)
-    size = _blur_kernel_size(side)
-    radius = size // 2
     low, high = params.blur_sigma
-    sigma = (low + u[1] * (high - low)) * (side / _SIGMA_REFERENCE_SIDE)
+    radius = _blur_radius(min(height, width), high)
+    size = 2 * radius + 1
+    sigma = low + u[1] * (high - low)
     taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
     kernel = jnp.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / jnp.sum(kernel)
@@ -378,7 +376,7 @@ def augment_image(key: jax.Array, image: jax.Array, params: ViewParams) -> jax.A
     if channels == 3 and params.grayscale_prob > 0:
         gray = jnp.broadcast_to(_gray(x), x.shape)
         x = jnp.where(u["gray"][0] < params.grayscale_prob, gray, x)
-    if params.blur_prob > 0 and _blur_kernel_size(min(height, width)) // 2 < min(height, width):
+    if params.blur_prob > 0 and min(height, width) >= 3:
         x = _gaussian_blur(u["blur"], x, params)
     if params.solarize_prob > 0:
         solarized = jnp.where(x >= 0.5, 1.0 - x, x)

@@ -49,17 +49,25 @@ def _standardise(z: jax.Array) -> jax.Array:
 
 
 def barlow_twins_loss(
-    z1: jax.Array, z2: jax.Array, lambd: float = 0.0051, *, has_aux: bool = False
+    z1: jax.Array,
+    z2: jax.Array,
+    lambd: float = 0.0051,
+    *,
+    scale: float = 1.0,
+    has_aux: bool = False,
 ) -> jax.Array | tuple[jax.Array, Aux]:
     """Barlow Twins redundancy-reduction loss (Zbontar et al., 2021).
 
     Each view is standardised over the batch with the biased variance and eps = 1e-5 inside
     the square root (as BatchNorm1d(affine=False) in the reference); then
-    `c = z1n.T @ z2n / B` and the loss is `sum((1 - diag c)^2) + lambd * sum(offdiag c^2)`.
+    `c = z1n.T @ z2n / B` and the loss is
+    `scale * (sum((1 - diag c)^2) + lambd * sum(offdiag c^2))`.
 
     Args:
       z1, z2: float [B, D], the projector outputs of the two views (global batch, B >= 2).
       lambd: weight of the off-diagonal (redundancy) term.
+      scale: multiplies the loss, and so its gradients (solo-learn's `scale_loss`, 0.1 in
+        its CIFAR recipe); the aux terms are not scaled.
       has_aux: also return logging statistics.
 
     Returns:
@@ -75,7 +83,7 @@ def barlow_twins_loss(
     diag = jnp.diagonal(c)
     on_diag = jnp.sum(jnp.square(1.0 - diag))
     off_diag = jnp.sum(jnp.square(jnp.where(jnp.eye(dim, dtype=bool), 0.0, c)))
-    loss = on_diag + lambd * off_diag
+    loss = scale * (on_diag + lambd * off_diag)
     if not has_aux:
         return loss
     embedding_std = 0.5 * (jnp.mean(jnp.std(z1, axis=0)) + jnp.mean(jnp.std(z2, axis=0)))

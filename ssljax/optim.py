@@ -36,6 +36,41 @@ def _bias_and_norm(params: Any) -> Any:
     return jax.tree.map(lambda keep: not keep, exclude_bias_and_norm(params))
 
 
+def scale_by_clipped_trust_ratio(
+    learning_rate: float | optax.Schedule, trust_coefficient: float, clip: bool, eps: float = 0.0
+) -> optax.GradientTransformation:
+    """LARS's layer-wise trust ratio, optionally clipped so that no layer outruns the global rate.
+
+    Per leaf `u <- u * r` with `r = trust_coefficient * ||p|| / (||u|| + eps)` when both norms
+    are > 0 (else `r = 1`). With `clip`, `r <- min(r / lr_t, 1)` where `lr_t` is the learning
+    rate of this step (solo-learn's `clip_lr`, `solo/utils/lars.py`): after the final `-lr_t`
+    scaling a layer moves at `min(trust_coefficient * ||p|| / ||u||, lr_t) * u`, i.e. the trust
+    ratio only ever slows a layer down. Unclipped, it is `optax.scale_by_trust_ratio`.
+    """
+    schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
+
+    def init(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params):
+        lr = jnp.asarray(schedule(state.count), jnp.float32)
+
+        def ratio(u, p):
+            p_norm, u_norm = jnp.linalg.norm(p), jnp.linalg.norm(u)
+            r = jnp.where(
+                (p_norm > 0) & (u_norm > 0), trust_coefficient * p_norm / (u_norm + eps), 1.0
+            )
+            if clip:
+                r = jnp.where(lr > 0, jnp.minimum(r / jnp.maximum(lr, 1e-30), 1.0), 1.0)
+            return u * r.astype(u.dtype)
+
+        updates = jax.tree.map(ratio, updates, params)
+        return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+
+    return optax.GradientTransformation(init, update)
+
+
 def lars(
     learning_rate: float | optax.Schedule,
     weight_decay: float,
@@ -43,14 +78,22 @@ def lars(
     trust_coefficient: float = 0.001,
     eps: float = 0.0,
     bias_lr_factor: float = 1.0,
+    clip_lr: bool = False,
 ) -> optax.GradientTransformation:
-    """LARS as in the Barlow Twins reference (facebookresearch/barlowtwins, `main.py`).
+    """LARS as in the Barlow Twins reference (facebookresearch/barlowtwins, `main.py`), with
+    solo-learn's optional learning-rate clipping.
 
     Per parameter with ndim > 1: `g <- g + weight_decay * p`, then
     `g <- g * trust_coefficient * ||p|| / (||g|| + eps)` when both norms are > 0 (else
-    unchanged). Biases and BatchNorm parameters (ndim <= 1) get neither. Then momentum
-    `mu <- momentum * mu + g`, and the step `-lr * mu`, with `lr * bias_lr_factor` for biases
-    and BatchNorm parameters (the paper: 0.0048 / 0.2 = 0.024).
+    unchanged; with `clip_lr` the factor is divided by the step's learning rate and capped at
+    1, see `scale_by_clipped_trust_ratio`). Biases and BatchNorm parameters (ndim <= 1) get
+    neither. Then momentum `mu <- momentum * mu + g`, and the step `-lr * mu`, with
+    `lr * bias_lr_factor` for biases and BatchNorm parameters (the paper: 0.0048 / 0.2 = 0.024).
+
+    The norm in the trust ratio is that of `g + weight_decay * p` (the Barlow Twins reference);
+    solo-learn divides by `||g|| + weight_decay * ||p||`, which differs by the triangle
+    inequality only when the two point in different directions, at weight decay 1e-4 a
+    negligible difference.
 
     `optax.lars` multiplies by the learning rate *before* the momentum trace; this applies it
     *after*, as the reference does. The two agree at a constant learning rate, but under
@@ -64,6 +107,7 @@ def lars(
       trust_coefficient: LARS eta.
       eps: added to the gradient norm in the trust ratio's denominator.
       bias_lr_factor: learning-rate multiplier of biases and BatchNorm parameters.
+      clip_lr: cap each layer's trust-scaled rate at the global rate (solo-learn).
 
     Returns:
       An `optax.GradientTransformation` (needs `params` in `update`).
@@ -71,7 +115,7 @@ def lars(
     steps = [
         optax.masked(optax.add_decayed_weights(weight_decay), exclude_bias_and_norm),
         optax.masked(
-            optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient, eps=eps),
+            scale_by_clipped_trust_ratio(learning_rate, trust_coefficient, clip_lr, eps),
             exclude_bias_and_norm,
         ),
         optax.trace(decay=momentum),
@@ -127,19 +171,61 @@ SCHEDULES: dict[str, Callable[..., jax.Array]] = {
 }
 
 
+def schedule_epochs(train_config: ml_collections.ConfigDict) -> tuple[float, tuple[float, ...]]:
+    """(warmup epochs, step-decay epochs) of a run: the one place they are resolved.
+
+    `train.warmup_epochs` / `train.decay_epochs` when the user set them (not None), else
+    `train.warmup_fraction` / `train.decay_fractions` of `train.epochs`, so that
+    `--config.train.epochs=N` alone always gives a schedule of the run's length.
+
+    Raises:
+      ValueError: naming the key, when a value cannot make a schedule.
+    """
+    cfg = train_config
+    if not cfg.epochs > 0:
+        raise ValueError(f"train.epochs must be > 0, got {cfg.epochs}")
+    if cfg.warmup_epochs is None:
+        if not 0 <= cfg.warmup_fraction <= 1:
+            raise ValueError(f"train.warmup_fraction must be in [0, 1], got {cfg.warmup_fraction}")
+        warmup = cfg.warmup_fraction * cfg.epochs
+    else:
+        warmup = cfg.warmup_epochs
+        if not 0 <= warmup <= cfg.epochs:
+            raise ValueError(
+                f"train.warmup_epochs must be in [0, train.epochs={cfg.epochs}], got {warmup}; "
+                "leave it unset to warm up for train.warmup_fraction of the run"
+            )
+    if cfg.decay_epochs is None:
+        fractions = tuple(cfg.decay_fractions)
+        if list(fractions) != sorted(fractions) or not all(0 <= f <= 1 for f in fractions):
+            raise ValueError(
+                f"train.decay_fractions must be ascending and within [0, 1], got {fractions}"
+            )
+        decay = tuple(max(f * cfg.epochs, warmup) for f in fractions)
+    else:
+        decay = tuple(cfg.decay_epochs)
+        if list(decay) != sorted(decay) or not all(warmup <= e <= cfg.epochs for e in decay):
+            raise ValueError(
+                "train.decay_epochs must be ascending and within "
+                f"[warmup epochs={warmup:g}, train.epochs={cfg.epochs}], got {decay}; leave it "
+                "unset to decay at train.decay_fractions of the run"
+            )
+    return float(warmup), decay
+
+
 def learning_rate_schedule(
     train_config: ml_collections.ConfigDict, steps_per_epoch: int
 ) -> optax.Schedule:
     """The learning rate as a function of the optimiser step.
 
-    Linear warmup from 0 to the scaled peak over `warmup_epochs` (step s < W gets
-    `peak * s / W`, as the Barlow Twins reference), then by `schedule`:
-    `cosine` decays to 0 at `epochs`; `step` multiplies by 0.1 at each of `decay_epochs`;
-    `constant` stays at the peak.
+    Linear warmup from 0 to the scaled peak over the warmup epochs of `schedule_epochs` (step
+    s < W gets `peak * s / W`, as the Barlow Twins reference), then by `schedule`: `cosine`
+    decays to 0 at `epochs`; `step` multiplies by 0.1 at each decay epoch; `constant` stays
+    at the peak.
 
     Args:
-      train_config: `config.train` (base_lr, batch_size, optimizer, schedule, epochs,
-        warmup_epochs, decay_epochs).
+      train_config: `config.train` (base_lr, batch_size, optimizer, schedule, epochs and the
+        keys of `schedule_epochs`).
       steps_per_epoch: optimiser steps per epoch, >= 1.
 
     Returns:
@@ -152,27 +238,13 @@ def learning_rate_schedule(
         raise ValueError(
             f"unknown train.schedule {cfg.schedule!r}; valid: {', '.join(sorted(SCHEDULES))}"
         )
-    if not cfg.epochs > 0:
-        raise ValueError(f"train.epochs must be > 0, got {cfg.epochs}")
-    if not 0 <= cfg.warmup_epochs <= cfg.epochs:
-        raise ValueError(
-            f"train.warmup_epochs must be in [0, train.epochs={cfg.epochs}], "
-            f"got {cfg.warmup_epochs}"
-        )
+    warmup_epochs, decay_epochs = schedule_epochs(cfg)
     boundaries = []
     if cfg.schedule == "step":
-        decay_epochs = list(cfg.decay_epochs)
-        if decay_epochs != sorted(decay_epochs) or not all(
-            cfg.warmup_epochs <= e <= cfg.epochs for e in decay_epochs
-        ):
-            raise ValueError(
-                "train.decay_epochs must be ascending and within "
-                f"[train.warmup_epochs, train.epochs], got {cfg.decay_epochs}"
-            )
         boundaries = [round(e * steps_per_epoch) for e in decay_epochs]
     peak = scaled_learning_rate(cfg.base_lr, cfg.batch_size, cfg.optimizer)
     total = max(round(cfg.epochs * steps_per_epoch), 1)
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    warmup = round(warmup_epochs * steps_per_epoch)
     after_warmup = SCHEDULES[cfg.schedule]
 
     def schedule(count: jax.Array) -> jax.Array:
@@ -185,7 +257,12 @@ def learning_rate_schedule(
 
 def _lars(schedule: optax.Schedule, cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
     return lars(
-        schedule, cfg.weight_decay, momentum=cfg.momentum, bias_lr_factor=cfg.bias_lr_factor
+        schedule,
+        cfg.weight_decay,
+        momentum=cfg.momentum,
+        trust_coefficient=cfg.trust_coefficient,
+        bias_lr_factor=cfg.bias_lr_factor,
+        clip_lr=cfg.clip_lr,
     )
 
 

@@ -3,6 +3,11 @@
 `run(config, workdir)` is what `launch.py` calls. It writes `config.json`, `metrics.jsonl`,
 TensorBoard events and `checkpoints/`, resumes from the newest complete checkpoint when
 started again with the same command, and exports the final encoder to `encoder/`.
+
+Besides the loss and its terms, it logs whether training is healthy (`ssljax.diagnostics`):
+`weight_change/conv` and `weight_change/bn_scale` of the encoder since initialisation at every
+log step, and with the kNN monitor (from step 0, the random encoder) the spread and effective
+rank of the val embeddings (`embedding/std`, `embedding/rankme`, `features/rankme`).
 """
 
 import functools
@@ -17,13 +22,26 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from ssljax import augment, checkpoint, inference, losses, models, optim, parallel, steps, writers
+from ssljax import (
+    augment,
+    checkpoint,
+    diagnostics,
+    inference,
+    losses,
+    models,
+    optim,
+    parallel,
+    steps,
+    writers,
+)
 from ssljax.data import batches, load_dataset
 
 # method -> (pair loss from config.loss, encoder on the concatenated views)
 METHODS = {
     "barlow_twins": (
-        lambda c: functools.partial(losses.barlow_twins_loss, lambd=c.lambd, has_aux=True),
+        lambda c: functools.partial(
+            losses.barlow_twins_loss, lambd=c.lambd, scale=c.scale, has_aux=True
+        ),
         False,
     ),
     "simclr": (
@@ -38,8 +56,9 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def build_model(config: ml_collections.ConfigDict, image_size: int) -> models.PretrainModel:
+    m = config.model
     encoder = models.make_encoder(
-        config.model.name, config.model.width, config.model.stem, image_size, config.model.dtype
+        m.name, m.width, m.stem, image_size, m.dtype, m.zero_init_residual
     )
     return models.PretrainModel(
         encoder=encoder, projector_dims=tuple(config.model.projector_dims), dtype=encoder.dtype
@@ -95,7 +114,12 @@ def build(
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-    """Pretrains an encoder as `config` says, in `workdir`. Returns the final metrics."""
+    """Pretrains an encoder as `config` says, in `workdir`.
+
+    Returns the final metrics: the last log record, the last kNN monitor's, the final
+    `weight_change/*`, and `warning` when `diagnostics.barely_moved` says the conv kernels
+    barely moved (also printed).
+    """
     workdir = pathlib.Path(workdir)
     if config.method not in METHODS:
         raise ValueError(
@@ -115,6 +139,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     fns = build(config, train.images.shape[1:], steps_per_epoch, mesh)
     init_key, train_key = steps.derive_keys(config.seed)
     state = fns.init(init_key)
+    # The initial encoder for `weight_change`: a pure function of the seed, so recomputed on
+    # resume rather than checkpointed; a second init because the train step donates `state`.
+    params0 = fns.init(init_key).params["encoder"]
     ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
     restored = ckpt.restore_latest(state)
     start_step = 0
@@ -124,11 +151,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     train_fn, apply_fn = fns.train, fns.apply
     rows = parallel.process_rows(batch_size)
 
-    def features(images: np.ndarray) -> np.ndarray:
-        out = inference.batched_apply(
+    def outputs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """images uint8 [N, H, W, C] -> (features float32 [N, F], embeddings float32 [N, D])."""
+        return inference.batched_apply(
             apply_fn, state.params, state.batch_stats, images, config.eval.batch_size, mesh
         )
-        return out[0]
 
     writer = writers.MetricWriter(
         workdir, total_steps, start_step, config.log.progress, desc=f"{config.method}"
@@ -141,6 +168,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     last = {"time": time.perf_counter(), "step": step}
     summary: dict[str, Any] = {}
     try:
+        if start_step == 0 and config.log.monitor_every_epochs:
+            summary.update(_monitor(config, 0, 0, writer, outputs, data))
         while step < total_steps:
             epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
             chunk = min(config.train.steps_per_dispatch, epoch_end - step)
@@ -157,13 +186,14 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
             epoch = step // steps_per_epoch
             at_epoch_end = step == epoch_end
             if step % config.log.every_steps < chunk or at_epoch_end:
-                summary = _log(writer, state, metrics, step, epoch, batch_size, last)
+                summary = _log(writer, state, metrics, params0, step, epoch, batch_size, last)
             if at_epoch_end:
                 summary.update(
                     _end_of_epoch(
-                        config, epoch, step, total_steps, state, ckpt, writer, features, data
+                        config, epoch, step, total_steps, state, ckpt, writer, outputs, data
                     )
                 )
+        summary.update(_final_check(writer, state, params0))
     finally:
         ckpt.close()
         writer.close()
@@ -184,12 +214,26 @@ def _check_finite(state: steps.TrainState) -> None:
         )
 
 
-def _log(writer, state, metrics, step, epoch, batch_size, last) -> dict[str, Any]:
+@jax.jit
+def _weight_change(params: Any, params0: Any) -> dict[str, jax.Array]:
+    """`diagnostics.weight_change` of the encoder since `params0` (its initial params)."""
+    return diagnostics.weight_change(params["encoder"], params0)
+
+
+@jax.jit
+def _representation_stats(features: jax.Array, z: jax.Array) -> dict[str, jax.Array]:
+    """features float32 [N, F], projector outputs z float32 [N, D] -> float32 [] scalars."""
+    return {**diagnostics.embedding_stats(z), "features/rankme": diagnostics.rankme(features)}
+
+
+def _log(writer, state, metrics, params0, step, epoch, batch_size, last) -> dict[str, Any]:
     _check_finite(state)
     now = time.perf_counter()
     images_per_s = (step - last["step"]) * batch_size / max(now - last["time"], 1e-9)
     last.update(time=now, step=step)
-    record = {k: float(v[-1]) for k, v in jax.device_get(metrics).items()}
+    metrics, change = jax.device_get((metrics, _weight_change(state.params, params0)))
+    record = {k: float(v[-1]) for k, v in metrics.items()}
+    record.update({k: float(v) for k, v in change.items()})
     record.update(epoch=epoch, images_per_s=images_per_s)
     writer.write(step, record)
     writer.progress(
@@ -198,23 +242,52 @@ def _log(writer, state, metrics, step, epoch, batch_size, last) -> dict[str, Any
     return record
 
 
-def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, features, data):
+def _final_check(writer, state, params0) -> dict[str, Any]:
+    """The final `weight_change/*`, and a `warning` when the conv kernels barely moved."""
+    change = jax.device_get(_weight_change(state.params, params0))
+    out: dict[str, Any] = {k: float(v) for k, v in change.items()}
+    warning = diagnostics.barely_moved(out["weight_change/conv"])
+    if warning:
+        writer.message(warning)
+        out["warning"] = warning
+    return out
+
+
+def _monitor(config, epoch, step, writer, outputs, data) -> dict[str, Any]:
+    """kNN on val with the train split as bank, and the embedding diagnostics of val."""
+    val = data.splits["val"]
+    val_features, val_z = outputs(val.images)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        return val_features if images is val.images else outputs(images)[0]
+
+    out = inference.knn_score(
+        features,
+        data.splits["train"],
+        val,
+        task=data.task,
+        num_classes=data.num_outputs,
+        k=config.eval.knn_k,
+        metric=config.eval.knn_metric,
+        temperature=config.eval.knn_temperature,
+    )
+    rows = slice(diagnostics.MAX_RANK_ROWS)
+    stats = jax.device_get(_representation_stats(val_features[rows], val_z[rows]))
+    out.update({k: float(v) for k, v in stats.items()})
+    writer.write(step, {"epoch": epoch, **out})
+    writer.message(
+        f"epoch {epoch}: kNN val acc {out['knn_acc']:.4f} auc {out['knn_auc']:.4f}, "
+        f"embedding rank {out['embedding/rankme']:.1f}"
+    )
+    return out
+
+
+def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, outputs, data):
     done = step >= total_steps
     out: dict[str, Any] = {}
     every = config.log.monitor_every_epochs
     if every and (epoch % every == 0 or done):
-        out = inference.knn_score(
-            features,
-            data.splits["train"],
-            data.splits["val"],
-            task=data.task,
-            num_classes=data.num_outputs,
-            k=config.eval.knn_k,
-            metric=config.eval.knn_metric,
-            temperature=config.eval.knn_temperature,
-        )
-        writer.write(step, {"epoch": epoch, **out})
-        writer.message(f"epoch {epoch}: kNN val acc {out['knn_acc']:.4f} auc {out['knn_auc']:.4f}")
+        out = _monitor(config, epoch, step, writer, outputs, data)
     if epoch % config.checkpoint.every_epochs == 0 or done:
         _check_finite(state)
         ckpt.save(step, state)

@@ -7,6 +7,7 @@ encoder, and compare it with a fresh initialisation from the same seed.
 """
 
 import json
+import math
 import os
 import pathlib
 from collections.abc import Sequence
@@ -97,17 +98,18 @@ def _method_order(method: str) -> tuple[int, str]:
 
 
 def pretraining_curves(runs: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.Path:
-    """Loss vs step (log y) and the kNN monitor (val ACC and AUC) vs epoch: a row per
-    (dataset, method), a line per seed.
+    """Loss vs step (log y), the kNN monitor (val ACC and AUC) vs epoch, and the encoder's
+    weight change since initialisation vs step (log y; conv kernels solid, BatchNorm scales
+    dashed, `ssljax.diagnostics`): a row per (dataset, method), a line per seed.
 
     Args:
       runs: dicts with dataset, method, seed and records (metrics.jsonl, as dicts).
     """
     groups = sorted({(r["dataset"], r["method"]) for r in runs})
     fig, axes = plt.subplots(
-        len(groups), 2, figsize=(9, 3 * len(groups)), squeeze=False, layout="constrained"
+        len(groups), 3, figsize=(13.5, 3 * len(groups)), squeeze=False, layout="constrained"
     )
-    for (loss_ax, knn_ax), (dataset, method) in zip(axes, groups, strict=True):
+    for (loss_ax, knn_ax, change_ax), (dataset, method) in zip(axes, groups, strict=True):
         mine = sorted(
             (r for r in runs if (r["dataset"], r["method"]) == (dataset, method)),
             key=lambda r: r["seed"],
@@ -131,15 +133,40 @@ def pretraining_curves(runs: Sequence[dict[str, Any]], path: str | pathlib.Path)
                     marker="o",
                     label=f"{key[4:].upper()} seed {run['seed']}",
                 )
+            _plot_weight_change(change_ax, run["records"], color, run["seed"])
         loss_ax.set_yscale("log")
         loss_ax.set(xlabel="step", ylabel="loss", title=f"{dataset} · {_style(method)[1]} loss")
         knn_ax.set(
             xlabel="epoch", ylabel="kNN on val", title=f"{dataset} · {_style(method)[1]} kNN"
         )
-        for ax in (loss_ax, knn_ax):
+        change_ax.set(
+            xlabel="step",
+            ylabel="||w - w0|| / ||w0||, median",
+            title=f"{dataset} · {_style(method)[1]} weight change",
+        )
+        if not change_ax.has_data():
+            change_ax.text(0.5, 0.5, "not logged", ha="center", transform=change_ax.transAxes)
+        for ax in (loss_ax, knn_ax, change_ax):
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            if ax.has_data():
+                ax.legend(fontsize=7)
     return plots.save_figure(fig, path, dpi=_DPI)
+
+
+def _plot_weight_change(ax, records: Sequence[dict[str, Any]], color: str, seed: int) -> None:
+    """`weight_change/conv` (solid) and `weight_change/bn_scale` (dashed) vs step; runs made
+    before these were logged have none and leave the panel empty."""
+    for key, ls, name in (("conv", "-", "conv"), ("bn_scale", "--", "BN scale")):
+        pts = [r for r in records if math.isfinite(r.get(f"weight_change/{key}", math.nan))]
+        if pts:
+            ax.plot(
+                [r["step"] for r in pts],
+                [r[f"weight_change/{key}"] for r in pts],
+                ls,
+                color=color,
+                label=f"{name} seed {seed}",
+            )
+            ax.set_yscale("log")
 
 
 def cross_correlation_figure(

@@ -82,12 +82,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     tr = config.train
     _require(tr.batch_size > 0, "train.batch_size", tr.batch_size, "must be > 0")
     _require(tr.epochs > 0, "train.epochs", tr.epochs, "must be > 0")
-    _require(
-        0 <= tr.warmup_epochs <= tr.epochs,
-        "train.warmup_epochs",
-        tr.warmup_epochs,
-        f"must be in [0, train.epochs={tr.epochs}]",
-    )
+    try:
+        optim.schedule_epochs(tr)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     _in(config, "train.optimizer", tuple(optim.OPTIMIZERS))
     _in(config, "train.schedule", SCHEDULES)
     _require(tr.base_lr > 0, "train.base_lr", tr.base_lr, "must be > 0")
@@ -110,5 +108,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(config.eval.knn_k >= 1, "eval.knn_k", config.eval.knn_k, "must be >= 1")
     _in(config, "eval.knn_metric", ("cosine", "euclidean"))
     _require(config.eval.batch_size > 0, "eval.batch_size", config.eval.batch_size, "must be > 0")
+    _require(config.eval.bn_images >= 0, "eval.bn_images", config.eval.bn_images, "must be >= 0")
+    from ssljax.evaluate import setup  # noqa: PLC0415 - evaluate imports this module
+
+    _in(config, "init.transfer", setup.TRANSFERS)
     _prob(config.augment.view1, "augment.view1")
     _prob(config.augment.view2, "augment.view2")

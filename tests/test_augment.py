@@ -202,15 +202,24 @@ def test_resized_crop_matches_numpy_bilinear():
 
 def test_gaussian_blur_matches_numpy(views):
     x = np.random.default_rng(9).random((1, 40, 40)).astype(np.float32)
-    p = dataclasses.replace(views[0], blur_sigma=(60.0, 60.0))  # 60 * 40 / 224 = 10.7 px
+    p = dataclasses.replace(views[0], blur_sigma=(1.0, 3.0))  # sigma 2.0 px at u = 0.5
     out = jax.jit(augment._gaussian_blur, static_argnums=2)(jnp.asarray([0.0, 0.5]), x, p)
-    radius, sigma = augment._blur_kernel_size(40) // 2, 60.0 * 40 / 224
+    radius, sigma = 9, 2.0  # 3 x the largest sigma
     kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     kernel /= kernel.sum()
     ref = np.pad(x[0], radius, mode="reflect").astype(np.float64)
     ref = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="valid"), 0, ref)
     ref = np.apply_along_axis(lambda r: np.convolve(r, kernel, mode="valid"), 1, ref)
     np.testing.assert_allclose(out[0], ref, atol=1e-5)
+
+
+def test_blur_sigma_is_in_pixels_at_28px(views):
+    """The largest sigma blurs a 28 px edge by many grey levels, not less than one."""
+    x = np.zeros((1, 28, 28), np.float32)
+    x[:, :, 14:] = 1.0
+    p = dataclasses.replace(views[0], blur_sigma=(2.0, 2.0))
+    out = np.asarray(jax.jit(augment._gaussian_blur, static_argnums=2)(jnp.zeros(2), x, p))
+    assert abs(out[0, 10, 13] - 0.5) < 0.2 and out[0, 10, 13] * 255 > 50
 
 
 def test_hue_rotation_keeps_luma_and_greys():

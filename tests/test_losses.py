@@ -151,6 +151,17 @@ def test_barlow_twins_counts_redundancy_with_lambda():
     )
 
 
+def test_barlow_twins_scale_multiplies_loss_and_gradients_not_aux():
+    z1, z2 = views((16, 6))
+    loss, aux = barlow_twins_loss(z1, z2, has_aux=True)
+    scaled, scaled_aux = barlow_twins_loss(z1, z2, scale=0.1, has_aux=True)
+    np.testing.assert_allclose(scaled, 0.1 * loss, rtol=1e-6)
+    chex.assert_trees_all_close(scaled_aux, aux, rtol=0, atol=0)
+    grad = jax.grad(barlow_twins_loss)(z1, z2)
+    scaled_grad = jax.grad(functools.partial(barlow_twins_loss, scale=0.1))(z1, z2)
+    np.testing.assert_allclose(scaled_grad, 0.1 * grad, rtol=1e-5, atol=1e-8)
+
+
 def test_nt_xent_of_well_separated_pairs_tends_to_lower_bound():
     # Each pair shares a direction orthogonal to every other pair: positive cosine 1,
     # negatives 0, so the loss is log(1 + (2B - 2) exp(-1 / t)) and tends to 0 as t -> 0.

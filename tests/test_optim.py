@@ -195,3 +195,74 @@ def test_unknown_optimizer_lists_valid_ones():
 def test_bad_schedule_settings_are_rejected(overrides, steps_per_epoch, match):
     with pytest.raises(ValueError, match=match):
         optim.learning_rate_schedule(train_config(**overrides), steps_per_epoch)
+
+
+def reference_clipped_lars(params, grads_per_step, lrs, wd, momentum, eta):
+    """solo-learn's LARS with clip_lr (solo/utils/lars.py) in float64 NumPy, our norm of
+    g + wd * p in the trust ratio; 1-D params excluded from decay and adaptation."""
+    params = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    buf = {k: np.zeros_like(v) for k, v in params.items()}
+    for grads, lr in zip(grads_per_step, lrs, strict=True):
+        for name, p in params.items():
+            dp = np.asarray(grads[name], np.float64)
+            if p.ndim > 1:
+                dp = dp + wd * p
+                p_norm, u_norm = np.linalg.norm(p), np.linalg.norm(dp)
+                if p_norm > 0 and u_norm > 0:
+                    lars_lr = eta * p_norm / u_norm
+                    dp = dp * (min(lars_lr / lr, 1.0) if lr > 0 else 1.0)
+            buf[name] = momentum * buf[name] + dp
+            params[name] = p - lr * buf[name]
+    return params
+
+
+def test_clipped_lars_matches_solo_learn_reference():
+    rng = np.random.default_rng(3)
+    params = {"kernel": rng.normal(size=(3, 3, 2, 4)), "big_grad": rng.normal(size=(4, 4))}
+    params["scale"] = rng.normal(size=4)
+    # Small gradients: eta * ||p|| / ||g|| > lr, so the clip binds; large: it does not.
+    grads_per_step = [
+        {
+            "kernel": 1e-3 * rng.normal(size=(3, 3, 2, 4)),
+            "big_grad": 50.0 * rng.normal(size=(4, 4)),
+            "scale": rng.normal(size=4),
+        }
+        for _ in range(4)
+    ]
+    lrs = [0.0, 0.1, 0.3, 0.2]  # warmup from 0, then a changing rate
+    tx = optim.lars(
+        lambda count: jnp.asarray(lrs)[count],
+        weight_decay=1e-4,
+        momentum=0.9,
+        trust_coefficient=0.02,
+        clip_lr=True,
+    )
+    p = jax.tree.map(jnp.asarray, params)
+    p = jax.tree.map(lambda x: x.astype(jnp.float32), p)
+    state = tx.init(p)
+    for grads in grads_per_step:
+        g = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), grads)
+        updates, state = tx.update(g, state, p)
+        p = optax.apply_updates(p, updates)
+    expected = reference_clipped_lars(params, grads_per_step, lrs, 1e-4, 0.9, 0.02)
+    for name in params:
+        np.testing.assert_allclose(p[name], expected[name], rtol=2e-5, atol=1e-7)
+    # The clip is what bound the kernel: unclipped, it moves much further.
+    unclipped = reference_lars(params, grads_per_step, lrs, 1e-4, 0.9, 0.02, 1.0)
+    assert np.linalg.norm(unclipped["kernel"] - params["kernel"]) > 10 * np.linalg.norm(
+        expected["kernel"] - params["kernel"]
+    )
+
+
+@pytest.mark.parametrize("epochs", [3, 5, 100])
+def test_schedule_follows_the_runs_length_unless_set(epochs):
+    cfg = train_config(base_lr=0.1, batch_size=256, epochs=epochs, warmup_epochs=None)
+    cfg.schedule, cfg.decay_epochs = "step", None
+    cfg.warmup_fraction, cfg.decay_fractions = 0.1, (0.5, 0.75)
+    warmup, decay = optim.schedule_epochs(cfg)
+    assert warmup == pytest.approx(0.1 * epochs)
+    assert decay == pytest.approx((0.5 * epochs, 0.75 * epochs))
+    schedule = optim.learning_rate_schedule(cfg, 10)
+    assert float(schedule(10 * epochs - 1)) == pytest.approx(0.1 * 0.01, rel=1e-5)
+    cfg.warmup_epochs, cfg.decay_epochs = 0.0, (1, 2)  # set by the user: exactly that
+    assert optim.schedule_epochs(cfg) == (0.0, (1, 2))

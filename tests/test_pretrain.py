@@ -75,14 +75,18 @@ def test_run_writes_outputs_and_learns(finished_run):
     assert len(losses) == 16 and np.all(np.isfinite(losses))
     assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses
     knn = [r for r in records if "knn_acc" in r]
-    assert [r["epoch"] for r in knn] == [1, 2]
+    assert [r["epoch"] for r in knn] == [0, 1, 2]  # from the random encoder on
     assert 0.0 <= knn[-1]["knn_acc"] <= 1.0 and 0.0 <= knn[-1]["knn_auc"] <= 1.0
+    assert all({"embedding/std", "embedding/rankme", "features/rankme"} <= r.keys() for r in knn)
+    assert all("weight_change/conv" in r for r in records if "loss" in r)
     if method == "barlow_twins":
         assert all("embedding_std" in r and "off_diag" in r for r in records if "loss" in r)
     else:
         assert all("contrastive_acc" in r for r in records if "loss" in r)
-    assert {"images_per_s", "lr", "grad_norm", "param_norm"} <= records[0].keys()
+    first_log = next(r for r in records if "loss" in r)
+    assert {"images_per_s", "lr", "grad_norm", "param_norm"} <= first_log.keys()
     assert summary["knn_acc"] == knn[-1]["knn_acc"]
+    assert summary["weight_change/conv"] > 0
 
 
 def test_sigkill_then_rerun_resumes_to_identical_parameters(finished_run, tmp_path):
@@ -116,8 +120,11 @@ def test_sigkill_then_rerun_resumes_to_identical_parameters(finished_run, tmp_pa
         _encoder_leaves(tmp_path), _encoder_leaves(reference), strict=True
     ):
         np.testing.assert_array_equal(resumed, uninterrupted)
-    losses = [r["loss"] for r in writers.read_metrics(tmp_path) if "loss" in r]
+    records = writers.read_metrics(tmp_path)
+    losses = [r["loss"] for r in records if "loss" in r]
     assert len(losses) == 16  # the replayed steps replace the killed run's records
+    # The step-0 monitor ran once, in the killed run: a resumed run does not repeat it.
+    assert [r["epoch"] for r in records if "knn_acc" in r] == [0, 1, 2]
 
 
 def test_uncommitted_or_damaged_checkpoints_are_skipped(tmp_path):
@@ -168,19 +175,24 @@ def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypat
     assert (tmp_path / "checkpoints" / "8").stat().st_mtime_ns == before
 
 
-def two_steps(config, mesh) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Losses [2] and final parameters of two train steps; each process feeds its rows."""
+def two_steps(config, mesh, initial: bool = False):
+    """Losses [2] and final parameters of two train steps; each process feeds its rows.
+
+    With `initial`, also the initial parameters (a third element)."""
     data = load_dataset(config.data)
     images = data.train.images
     n, b = len(images), config.train.batch_size
     fns = pretrain.build(config, images.shape[1:], batches.steps_per_epoch(n, b), mesh)
     init_key, train_key = steps.derive_keys(config.seed)
     state = fns.init(init_key)
+    start = [parallel.to_host(p) for p in jax.tree.leaves(state.params)] if initial else None
     rows = parallel.process_rows(b)
     idx = np.stack([batches.train_batch_indices(config.seed, s, n, b)[rows] for s in range(2)])
     x = parallel.host_to_global(images[idx], mesh, batch_axis=1)
     state, metrics = fns.train(state, (x,), train_key)
     params = [parallel.to_host(p) for p in jax.tree.leaves(state.params)]
+    if initial:
+        return parallel.to_host(metrics["loss"]), params, start
     return parallel.to_host(metrics["loss"]), params
 
 
@@ -188,22 +200,28 @@ def test_one_device_equals_eight_devices():
     """Barlow Twins end to end (SimCLR's sharded loss and grads: tests/test_losses.py).
 
     Same global batch and keys; only the order of float32 reductions differs across
-    devices. Losses agree to 1e-5. After two LARS steps, the median parameter agrees to
-    1e-5 and every kernel and weight matrix to 1e-4; BatchNorm and bias vectors of this
-    width-4 net agree to 5e-3 (measured: up to 2.7e-3, 16 of them past 1e-4, where the batch
-    variance of a nearly constant channel amplifies float32 rounding; the kernel gradient
-    itself is within 3e-7 of float64, tests/test_conv.py).
+    devices. Losses agree to 1e-5. After two LARS steps, the median parameter's difference
+    is under 1e-3 of how far it moved, and each kernel and weight matrix's under 5e-3
+    (measured: at most 1.2e-3; 1.4e-4 absolute with the recipe's trust coefficient 0.02,
+    whose steps are 20x those of 0.001, where it was 3e-8: rounding scales with the step).
+    BatchNorm and bias vectors of this width-4 net agree to 5e-3 (measured: up to 2.7e-3,
+    where the batch variance of a nearly constant channel amplifies float32 rounding; the
+    kernel gradient itself is within 3e-7 of float64, tests/test_conv.py).
     """
     assert jax.device_count() == 8
     config = tiny_config(**{"train.batch_size": 32})
-    loss1, params1 = two_steps(config, parallel.make_mesh(jax.devices()[:1]))
+    loss1, params1, start = two_steps(config, parallel.make_mesh(jax.devices()[:1]), True)
     loss8, params8 = two_steps(config, parallel.make_mesh())
     np.testing.assert_allclose(loss8, loss1, rtol=1e-5)
     diffs = [float(np.abs(a - b).max()) for a, b in zip(params8, params1, strict=True)]
     assert max(diffs) < 5e-3, max(diffs)
-    others = [d for d, p in zip(diffs, params1, strict=True) if p.ndim > 1]
-    assert max(others) < 1e-4, max(others)
-    assert np.median(diffs) < 1e-5, diffs
+    relative = {
+        i: np.linalg.norm(a - b) / np.linalg.norm(b - p0)
+        for i, (a, b, p0) in enumerate(zip(params8, params1, start, strict=True))
+    }
+    kernels = [r for i, r in relative.items() if start[i].ndim > 1]
+    assert max(kernels) < 5e-3, sorted(kernels)[-3:]
+    assert np.median(list(relative.values())) < 1e-3, relative
 
 
 def test_two_processes_equal_one(tmp_path):

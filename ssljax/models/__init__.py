@@ -2,6 +2,7 @@
 
 from ssljax.models.heads import ClassifierModel, MLPProjector, PretrainModel
 from ssljax.models.resnet import (
+    BN_MOMENTUM,
     ENCODERS,
     BasicBlock,
     Bottleneck,
@@ -12,6 +13,7 @@ from ssljax.models.resnet import (
 
 __all__ = [
     "ENCODERS",
+    "BN_MOMENTUM",
     "BasicBlock",
     "Bottleneck",
     "ClassifierModel",

@@ -10,6 +10,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from ssljax.models.resnet import BN_MOMENTUM
+
 # torch.nn.Linear's default init, U(+-1 / sqrt(fan_in)); also far quicker to compile on CPU than
 # Flax's truncated-normal default.
 _DENSE_INIT = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -42,7 +44,7 @@ class MLPProjector(nn.Module):
             )(x)
             x = nn.BatchNorm(
                 use_running_average=not train,
-                momentum=0.9,
+                momentum=BN_MOMENTUM,
                 epsilon=1e-5,
                 dtype=self.dtype,
                 param_dtype=jnp.float32,

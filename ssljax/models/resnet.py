@@ -43,11 +43,15 @@ def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn
     )
 
 
+# Running-average decay of every BatchNorm layer (torch's momentum 0.1); `batchnorm.py` reads it.
+BN_MOMENTUM = 0.9
+
+
 def _batch_norm(train: bool, dtype: Any, name: str, zero_scale: bool = False) -> nn.BatchNorm:
     """BatchNorm as torch's defaults (momentum 0.1 there is 0.9 here), float32 parameters."""
     return nn.BatchNorm(
         use_running_average=not train,
-        momentum=0.9,
+        momentum=BN_MOMENTUM,
         epsilon=1e-5,
         dtype=dtype,
         param_dtype=jnp.float32,
@@ -183,12 +187,18 @@ def feature_dim(name: str, width: int) -> int:
 
 
 def make_encoder(
-    name: str, width: int, stem: str, image_size: int, dtype: str | jnp.dtype
+    name: str,
+    width: int,
+    stem: str,
+    image_size: int,
+    dtype: str | jnp.dtype,
+    zero_init_residual: bool = True,
 ) -> ResNet:
     """The encoder `name` (a key of `ENCODERS`).
 
     stem: 'small', 'imagenet', or 'auto' ('small' for image_size <= 64, else 'imagenet').
     dtype: compute dtype, 'float32' | 'bfloat16' | 'float16' or the matching jnp dtype.
+    zero_init_residual: zero each block's last BatchNorm scale (see `ResNet`).
     """
     stage_sizes, block_cls = _lookup(name)
     if stem == "auto":
@@ -203,4 +213,4 @@ def make_encoder(
         raise ValueError(f"unknown dtype {dtype!r} (model.dtype); valid: {', '.join(_DTYPES)}")
     if width < 1:
         raise ValueError(f"model.width must be a positive channel count; got {width}")
-    return ResNet(stage_sizes, block_cls, width, stem, _DTYPES[dtype_name])
+    return ResNet(stage_sizes, block_cls, width, stem, _DTYPES[dtype_name], zero_init_residual)
