@@ -36,7 +36,6 @@ pretrained twin and seeds change only array values, so most cells load their pro
 price: a hard crash (out of memory) stops the sweep; the same command then resumes it.
 """
 
-import dataclasses
 import datetime
 import json
 import os
@@ -52,163 +51,12 @@ import jax
 import ml_collections
 import tqdm
 
-from configs import barlow, finetune, knn, linear, simclr
-from experiments.grids import flatten
+from experiments.cells import Cell, expand, parse_dataset  # noqa: F401 - the sweep's API
 from ssljax import evaluate, pretrain, validation, writers
-from ssljax.data import registry
 
-PRETRAIN_CONFIGS = {"barlow_twins": barlow.get_config, "simclr": simclr.get_config}
-EVAL_CONFIGS = {"finetune": finetune.get_config, "linear": linear.get_config, "knn": knn.get_config}
-RANDOM = "random"
-METHODS = (*PRETRAIN_CONFIGS, RANDOM)
-SECTIONS = ("common", "pretrain", "finetune", "linear", "knn")
-GRID_FIELDS = ("name", "datasets", "methods", "label_fractions", "protocols", "seeds", *SECTIONS)
 SWEEP_FILE = "sweep.json"
 # Statuses that make the sweep exit non-zero.
 BAD_STATUSES = ("failed", "blocked", "interrupted")
-
-
-@dataclasses.dataclass
-class Cell:
-    """One run of the grid.
-
-    Attributes:
-      name: the workdir relative to ROOT, e.g. 'pretrain/barlow_twins-breastmnist-s0'.
-      kind: 'pretrain' or 'eval'.
-      config: the run's locked config.
-      needs: name of the pretraining cell an evaluation starts from ('' for random init).
-    """
-
-    name: str
-    kind: str
-    workdir: pathlib.Path
-    config: ml_collections.ConfigDict
-    needs: str = ""
-
-    def finished(self) -> bool:
-        marker = "encoder" if self.kind == "pretrain" else evaluate.RESULTS_FILE
-        return (self.workdir / marker).exists()
-
-
-def parse_dataset(spec: str) -> tuple[str, int]:
-    """'breastmnist' -> ('breastmnist', 28); 'breastmnist_64' -> ('breastmnist', 64)."""
-    name, sep, size = spec.rpartition("_")
-    if not (sep and size.isdigit()):
-        name, size = spec, "28"
-    if name not in registry.DATASETS:
-        raise ValueError(
-            f"grid.datasets: unknown dataset {spec!r}; use a MedMNIST flag, optionally with "
-            f"_SIZE: {sorted(registry.DATASETS)}"
-        )
-    if int(size) not in registry.SIZES:
-        raise ValueError(f"grid.datasets: {spec!r} has size {size}; sizes are {registry.SIZES}")
-    return name, int(size)
-
-
-def apply_overrides(
-    config: ml_collections.ConfigDict, section: ml_collections.ConfigDict, where: str
-) -> None:
-    """Sets each dotted key of `section` in `config`; unknown keys and wrong types raise."""
-    for key, value in flatten(section).items():
-        node = config
-        *parents, leaf = key.split(".")
-        try:
-            for part in parents:
-                node = node[part]
-            if leaf not in node:
-                raise KeyError(leaf)
-            node[leaf] = value
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(
-                f"grid.{where}.{key}={value!r} cannot be applied ({type(e).__name__}: {e}). "
-                "Every config key and its type is declared in configs/base.py."
-            ) from e
-
-
-def check_grid(grid: ml_collections.ConfigDict) -> None:
-    """Raises ValueError naming the grid field that cannot work."""
-    missing = [f for f in GRID_FIELDS if f not in grid]
-    if missing:
-        raise ValueError(f"the grid lacks {missing}; a grid names {list(GRID_FIELDS)}")
-    for field, valid in (("methods", METHODS), ("protocols", tuple(EVAL_CONFIGS))):
-        bad = [v for v in grid[field] if v not in valid]
-        if bad:
-            raise ValueError(f"grid.{field}: unknown {bad}; valid: {list(valid)}")
-    for field in ("datasets", "methods", "label_fractions", "seeds"):
-        values = tuple(grid[field])
-        if not values or len(set(values)) != len(values):
-            raise ValueError(f"grid.{field}={values}: must be non-empty, without repeats")
-    bad = [f for f in grid.label_fractions if not 0 < f <= 1]
-    if bad:
-        raise ValueError(f"grid.label_fractions: {bad} are not in (0, 1]")
-    if not all(isinstance(s, int) for s in grid.seeds):
-        raise ValueError(f"grid.seeds={tuple(grid.seeds)}: seeds are integers")
-    for spec in grid.datasets:
-        parse_dataset(spec)
-    for spec, specific in grid.by_dataset.items() if "by_dataset" in grid else ():
-        unknown = [k for k in specific if k not in SECTIONS]
-        if spec not in grid.datasets or unknown:
-            raise ValueError(
-                f"grid.by_dataset.{spec}: names a dataset of grid.datasets {tuple(grid.datasets)} "
-                f"and holds sections of {list(SECTIONS)}; got {list(specific)}"
-            )
-
-
-def _config(
-    get_config: Callable[[str], ml_collections.ConfigDict],
-    grid: ml_collections.ConfigDict,
-    section: str,
-    spec: str,
-    seed: int,
-    **values: Any,
-) -> ml_collections.ConfigDict:
-    name, size = parse_dataset(spec)
-    config = get_config(name)
-    apply_overrides(config, grid.common, "common")
-    apply_overrides(config, grid[section], section)
-    specific = grid.by_dataset[spec] if "by_dataset" in grid and spec in grid.by_dataset else {}
-    for where in ("common", section):
-        if where in specific:
-            apply_overrides(config, specific[where], f"by_dataset.{spec}.{where}")
-    config.data.size = size
-    config.seed = seed
-    for key, value in values.items():
-        node, _, leaf = key.rpartition("__")
-        config[node][leaf] = value
-    config.lock()
-    return config
-
-
-def expand(grid: ml_collections.ConfigDict, root: str | pathlib.Path) -> list[Cell]:
-    """The grid's cells in run order: seed by seed, each dataset's pretraining before the
-    evaluations that use it, so a sweep cut short still holds complete seeds."""
-    check_grid(grid)
-    root = pathlib.Path(root)
-    cells = []
-    for seed in grid.seeds:
-        for spec in grid.datasets:
-            for method in grid.methods:
-                if method == RANDOM:
-                    continue
-                name = f"pretrain/{method}-{spec}-s{seed}"
-                config = _config(PRETRAIN_CONFIGS[method], grid, "pretrain", spec, seed)
-                cells.append(Cell(name, "pretrain", root / name, config))
-            for protocol in grid.protocols:
-                for method in grid.methods:
-                    needs = "" if method == RANDOM else f"pretrain/{method}-{spec}-s{seed}"
-                    for fraction in grid.label_fractions:
-                        name = f"eval/{spec}/{protocol}/{method}/f{fraction}-s{seed}"
-                        config = _config(
-                            EVAL_CONFIGS[protocol],
-                            grid,
-                            protocol,
-                            spec,
-                            seed,
-                            data__label_fraction=float(fraction),
-                            init__workdir=str(root / needs) if needs else "",
-                        )
-                        cells.append(Cell(name, "eval", root / name, config, needs))
-    return cells
 
 
 def run_cell(cell: Cell) -> None:

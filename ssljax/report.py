@@ -1,15 +1,20 @@
 """Tables and plots from finished runs: `python -m ssljax.report ROOT [ROOT ...] [--out DIR]`.
 
 Every `results.json` (an evaluation run) and every pretraining run (a `config.json` whose
-method is a pretraining method) under the given folders is collected; OUT (default
-ROOT/report) receives:
+method is a pretraining method) under the given folders is collected. Where a cell was run at
+several learning rates (`train.base_lr`), each (dataset, model, protocol, method, label
+fraction, seed) keeps the run with the best val AUC (ties: the smaller learning rate), for
+random init as for every other method. OUT (default ROOT/report) receives:
 
-  report.md              per dataset and model: test ACC and AUC, mean ± std over seeds, for
-                         each protocol x label fraction x method; the gain over random init
-                         (same dataset, model, protocol, fraction) paired by seed; reference
-                         rows reported by the papers; the plots below
+  report.md              a summary in words (gain / loss / no detectable difference, as the
+                         intervals allow); per dataset and model: test ACC and AUC, mean ±
+                         std over seeds, for each protocol x label fraction x method; the gain
+                         over random init paired by seed with its 95% t interval over seeds
+                         and its 95% bootstrap interval over test images (from each run's
+                         test_scores.npz); the model chosen on a label-budget val subset, where
+                         recorded; reference rows reported by the papers; the plots below
   results.csv            the same table at full precision
-  runs.csv               one line per evaluation run
+  runs.csv               one line per evaluation run (`selected`: kept by the lr selection)
   label_efficiency.png   test AUC vs label fraction, a line per method
   pretraining_curves.png loss and kNN monitor of every pretraining run
   cross_correlation_<dataset>.png   Barlow Twins' matrix at init and after pretraining
@@ -17,7 +22,6 @@ ROOT/report) receives:
 """
 
 import argparse
-import csv
 import json
 import math
 import pathlib
@@ -26,51 +30,52 @@ from typing import Any
 
 import numpy as np
 
-from ssljax import writers
+from ssljax import stats, writers
+from ssljax.report_tables import (  # noqa: F401  (re-exported: callers use report.X)
+    INTRO,
+    MEDMNIST_V2_RESNET18_28,
+    REFERENCES,
+    format_gain,
+    markdown_tables,
+    summary_lines,
+    sweep_lines,
+    write_csv,
+    write_runs_csv,
+)
 
 PRETRAIN_METHODS = ("barlow_twins", "simclr")
 PROTOCOL_ORDER = ("finetune", "linear", "knn")
 RANDOM = "random"
-# MedMNIST v2 (Yang et al., Scientific Data 2023), Table 3: ResNet-18 (28) trained from
-# random initialisation on all labels, test (ACC, AUC) as reported by the paper. TissueMNIST
-# is left out: the ACC figures available to us disagree (0.676 vs 0.681), one of them being
-# the 224 px column.
-MEDMNIST_V2_RESNET18_28 = {
-    "pathmnist": (0.907, 0.983),
-    "chestmnist": (0.947, 0.768),
-    "dermamnist": (0.735, 0.917),
-    "octmnist": (0.743, 0.943),
-    "pneumoniamnist": (0.854, 0.944),
-    "retinamnist": (0.524, 0.717),
-    "breastmnist": (0.863, 0.901),
-    "bloodmnist": (0.958, 0.998),
-    "organamnist": (0.935, 0.997),
-    "organcmnist": (0.900, 0.992),
-    "organsmnist": (0.782, 0.972),
-}
-REFERENCES = (
-    "[1] J. Yang et al., MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D "
-    "biomedical image classification, Scientific Data 10, 41 (2023), "
-    "https://doi.org/10.1038/s41597-022-01721-8, Table 3, ResNet-18 (28): width 64, random "
-    "init, all labels, Adam 1e-3, 100 epochs; the mean of at least three trials.",
-    "[2] S. Doerrich et al., Rethinking model prototyping through the MedMNIST+ dataset "
-    "collection, Scientific Reports (2025), https://arxiv.org/abs/2404.15786. Its linear "
-    "probe and kNN rows for an ImageNet-pretrained ResNet-18 at 28 px are not shown: the "
-    "per-dataset figures are published as images (the paper's tables; BENCHMARK.md of "
-    "github.com/sdoerrich97/rethinking-model-prototyping-MedMNISTPlus) that we could not "
-    "read, and we do not copy numbers we cannot check. Its kNN reports ACC only.",
-)
-CSV_FIELDS = (
-    "dataset", "size", "model", "protocol", "method", "label_fraction", "n_labelled",
-    "n_seeds", "seeds", "acc_mean", "acc_std", "auc_mean", "auc_std",
-    "gain_acc_mean", "gain_acc_t", "gain_acc_n", "gain_acc_up",
-    "gain_auc_mean", "gain_auc_t", "gain_auc_n", "gain_auc_up",
-)  # fmt: skip
+SCORES_FILE = "test_scores.npz"
+KEY_FIELDS = ("dataset", "model", "protocol", "method", "label_fraction")
 
 
 def dataset_label(name: str, size: int) -> str:
     """'breastmnist' at 28 px, 'breastmnist_64' otherwise (the sweep's naming)."""
     return name if size == 28 else f"{name}_{size}"
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _optional_fields(r: dict[str, Any], path: pathlib.Path) -> dict[str, Any]:
+    """Fields newer runs write; None where a run predates them."""
+    low = (r.get("selection") or {}).get("low_label_val") or {}
+    values = [_finite(low[s][m]) for s in ("val", "test") for m in ("acc", "auc")] if low else []
+    # A small val subset can lack a class: without its AUC nothing can be selected on it.
+    low_values = values if values and None not in values else [None] * 4
+    base_lr = (r.get("train") or {}).get("base_lr")
+    scores = path.parent / SCORES_FILE
+    return {
+        "task": r.get("task"),
+        "base_lr": None if base_lr is None else float(base_lr),
+        "low_n_val": low.get("n_val") if low_values[0] is not None else None,
+        "low_val_auc": low_values[1],
+        "low_test_acc": low_values[2],
+        "low_test_auc": low_values[3],
+        "scores_file": str(scores) if scores.is_file() else None,
+    }
 
 
 def _run_record(path: pathlib.Path) -> dict[str, Any]:
@@ -92,6 +97,7 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
             "test_auc": float(r["test"]["auc"]),
             "val_acc": float(r["val"]["acc"]),
             "val_auc": float(r["val"]["auc"]),
+            **_optional_fields(r, path),
         }
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path} is not an ssljax results.json (field {e})") from e
@@ -128,17 +134,59 @@ def collect(paths: Sequence[str | pathlib.Path]) -> tuple[list[dict], list[dict]
     return evals, pretrains
 
 
-def paired(ours: dict[int, float], base: dict[int, float]) -> dict[str, Any]:
+def _best(runs: Sequence[dict[str, Any]], score: str) -> dict[str, Any] | None:
+    """The run with the highest `score` (ties: the smaller base_lr); None if none has it."""
+    scored = [r for r in runs if r[score] is not None]
+    return min(scored, key=lambda r: (-r[score], r["base_lr"] or 0.0), default=None)
+
+
+def select(evals: Sequence[dict[str, Any]], score: str = "val_auc") -> dict[tuple, dict]:
+    """Learning-rate selection: row key -> {seed: the run with the best `score`}.
+
+    Runs of one key and seed must differ in base_lr; every method, random init included, is
+    selected alike. Keys without a run that has `score` are left out.
+
+    Raises:
+      ValueError: when two runs share a row, a seed and a learning rate (or lack one),
+        naming both folders.
+    """
+    candidates: dict[tuple, dict[int, list[dict[str, Any]]]] = {}
+    for r in evals:
+        key = tuple(r[k] for k in KEY_FIELDS)
+        runs = candidates.setdefault(key, {}).setdefault(r["seed"], [])
+        for other in runs:
+            if None in (r["base_lr"], other["base_lr"]) or r["base_lr"] == other["base_lr"]:
+                raise ValueError(
+                    f"two runs of {key} with seed {r['seed']}: "
+                    f"{other['workdir']} and {r['workdir']}; report them separately"
+                )
+        runs.append(r)
+    chosen = {
+        key: {s: _best(runs, score) for s, runs in by_seed.items()}
+        for key, by_seed in candidates.items()
+    }
+    return {
+        key: {s: r for s, r in by_seed.items() if r is not None}
+        for key, by_seed in chosen.items()
+        if any(r is not None for r in by_seed.values())
+    }
+
+
+def paired(
+    ours: dict[int, float], base: dict[int, float], confidence: float = 0.95
+) -> dict[str, Any]:
     """Paired comparison over the seeds both have: d = ours - base.
 
     Returns {n, mean (None when n = 0), t (paired t statistic, n - 1 degrees of freedom;
-    None when n < 2 or all differences are equal), up (seeds with d > 0)}.
+    None when n < 2 or all differences are equal), up (seeds with d > 0), ci (the t
+    interval at `confidence`; None when n < 2)}.
     """
     seeds = sorted(ours.keys() & base.keys())
     d = np.asarray([ours[s] - base[s] for s in seeds], np.float64)
     out: dict[str, Any] = {"n": len(d), "mean": None, "t": None, "up": int((d > 0).sum())}
+    out["ci"] = None
     if len(d):
-        out["mean"] = float(d.mean())
+        out["mean"], out["ci"] = stats.paired_t_ci(d, confidence)
     if len(d) >= 2:
         sd = float(d.std(ddof=1))
         # Equal differences (up to float rounding of the scores) leave t undefined.
@@ -147,45 +195,102 @@ def paired(ours: dict[int, float], base: dict[int, float]) -> dict[str, Any]:
     return out
 
 
-def aggregate(evals: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows per (dataset, model, protocol, method, label fraction): mean and sample std
-    (ddof=1; None for one seed) of test ACC/AUC, and the paired gain over random init.
+def _load_scores(path: str, cache: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float32 [N, C], labels [N] or [N, L]) of a run's test_scores.npz."""
+    if path not in cache:
+        with np.load(path) as f:
+            cache[path] = (f["scores"], f["labels"])
+    return cache[path]
+
+
+def bootstrap(
+    ours: dict[int, dict], base: dict[int, dict], n_boot: int, confidence: float, cache: dict
+) -> dict[str, Any] | None:
+    """stats.paired_bootstrap_ci over the seeds both arms have; None unless every paired run
+    has its test_scores.npz, one task, and the same test labels."""
+    seeds = sorted(ours.keys() & base.keys())
+    runs = [by_seed[s] for by_seed in (ours, base) for s in seeds]
+    if not seeds or any(r["scores_file"] is None for r in runs):
+        return None
+    if len({r["task"] for r in runs}) != 1 or runs[0]["task"] is None:
+        return None
+    loaded = [_load_scores(r["scores_file"], cache) for r in runs]
+    labels = loaded[0][1]
+    if any(lab.shape != labels.shape or not np.array_equal(lab, labels) for _, lab in loaded):
+        return None
+    scores = np.stack([s for s, _ in loaded]).reshape(2, len(seeds), *loaded[0][0].shape)
+    return stats.paired_bootstrap_ci(
+        runs[0]["task"], labels, scores[0], scores[1], n_boot=n_boot, confidence=confidence
+    )
+
+
+def _by_seed(runs: dict[int, dict], field: str) -> dict[int, float]:
+    return {s: r[field] for s, r in runs.items()}
+
+
+def _low_label(row: dict, by_seed: dict, base: dict | None, confidence: float) -> None:
+    """Adds the label-budget val selection's test metrics and paired AUC gain to `row`."""
+    row.update(low_n_val=sorted({r["low_n_val"] for r in by_seed.values()}))
+    row["low_seeds"] = sorted(by_seed)
+    for metric in ("acc", "auc"):
+        v = np.asarray([r[f"low_test_{metric}"] for r in by_seed.values()], np.float64)
+        row[f"low_{metric}_mean"] = float(v.mean())
+        row[f"low_{metric}_std"] = float(v.std(ddof=1)) if len(v) > 1 else None
+    row["gain_low_auc"] = None
+    if base is not None and row["method"] != RANDOM:
+        field = "low_test_auc"
+        row["gain_low_auc"] = paired(_by_seed(by_seed, field), _by_seed(base, field), confidence)
+
+
+def _test_metrics(row: dict, by_seed: dict, base: dict | None, confidence: float) -> None:
+    """Adds mean, std, paired gain (t and bootstrap intervals) and verdict of test ACC/AUC."""
+    for metric in ("acc", "auc"):
+        field = f"test_{metric}"
+        values = np.asarray([by_seed[s][field] for s in sorted(by_seed)], np.float64)
+        row[f"{metric}_mean"] = float(values.mean())
+        row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
+        gain, row[f"verdict_{metric}"] = None, None
+        if row["method"] != RANDOM:
+            row[f"verdict_{metric}"] = "untested"
+        if base is not None:
+            gain = paired(_by_seed(by_seed, field), _by_seed(base, field), confidence)
+            gain["boot"] = row["bootstrap"] and row["bootstrap"][metric]["interval"]
+            row[f"verdict_{metric}"] = stats.verdict(gain["ci"], gain["boot"])
+        row[f"gain_{metric}"] = gain
+
+
+def aggregate(
+    evals: Sequence[dict[str, Any]], *, n_boot: int = 1000, confidence: float = 0.95
+) -> list[dict[str, Any]]:
+    """Rows per (dataset, model, protocol, method, label fraction), after the lr selection
+    (`select`): mean and sample std (ddof=1; None for one seed) of test ACC/AUC; the paired
+    gain over random init (`paired`, with its t interval) and `bootstrap` interval; the
+    words they allow (`verdict_acc`, `verdict_auc`: stats.verdict; None for random init);
+    the label-budget val selection's test metrics and AUC gain (low_*; None where no run
+    records it).
 
     Raises:
-      ValueError: when two runs share a row and a seed (naming both folders).
+      ValueError: when two runs share a row, a seed and a learning rate (naming both).
     """
-    groups: dict[tuple, dict[int, dict[str, Any]]] = {}
+    groups, low = select(evals), select(evals, "low_val_auc")
+    tried: dict[tuple, set] = {}
     for r in evals:
-        key = (r["dataset"], r["model"], r["protocol"], r["method"], r["label_fraction"])
-        seeds = groups.setdefault(key, {})
-        if r["seed"] in seeds:
-            raise ValueError(
-                f"two runs of {key} with seed {r['seed']}: {seeds[r['seed']]['workdir']} and "
-                f"{r['workdir']}; report them separately"
-            )
-        seeds[r["seed"]] = r
-    rows = []
+        tried.setdefault(tuple(r[k] for k in KEY_FIELDS), set()).add(r["base_lr"])
+    rows, cache = [], {}
     for key, by_seed in groups.items():
-        dataset, model, protocol, method, fraction = key
-        row: dict[str, Any] = dict(
-            zip(("dataset", "model", "protocol", "method", "label_fraction"), key, strict=True)
-        )
+        row: dict[str, Any] = dict(zip(KEY_FIELDS, key, strict=True), confidence=confidence)
         runs = [by_seed[s] for s in sorted(by_seed)]
         row.update(size=runs[0]["size"], seeds=sorted(by_seed), n_seeds=len(runs))
         row["n_labelled"] = sorted({r["n_labelled"] for r in runs})
-        for metric in ("acc", "auc"):
-            values = np.asarray([r[f"test_{metric}"] for r in runs], np.float64)
-            row[f"{metric}_mean"] = float(values.mean())
-            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
-            base = groups.get((dataset, model, protocol, RANDOM, fraction))
-            row[f"gain_{metric}"] = (
-                None
-                if method == RANDOM or base is None
-                else paired(
-                    {s: r[f"test_{metric}"] for s, r in by_seed.items()},
-                    {s: r[f"test_{metric}"] for s, r in base.items()},
-                )
-            )
+        row["lrs"] = sorted({r["base_lr"] for r in runs if r["base_lr"] is not None})
+        row["lr_tried"] = sorted(lr for lr in tried[key] if lr is not None)
+        base_key = (*key[:3], RANDOM, key[4])
+        base = None if row["method"] == RANDOM else groups.get(base_key)
+        row["bootstrap"] = base and bootstrap(by_seed, base, n_boot, confidence, cache)
+        _test_metrics(row, by_seed, base, confidence)
+        row["low_auc_mean"] = row["gain_low_auc"] = None
+        if key in low:
+            _low_label(row, low[key], low.get(base_key), confidence)
         rows.append(row)
     return sorted(rows, key=_row_order)
 
@@ -198,126 +303,18 @@ def _row_order(row: dict[str, Any]) -> tuple:
     return (row["dataset"], row["model"], p, protocol, row["label_fraction"], m, row["method"])
 
 
-def _mean_std(mean: float, std: float | None) -> str:
-    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
-
-
-def format_gain(gain: dict[str, Any] | None) -> str:
-    """'+0.031 (t=2.10, 3/3 up)', '+0.031 (n=1)', or 'n/a' when not computable."""
-    if gain is None or gain["mean"] is None:
-        return "n/a"
-    if gain["n"] < 2:
-        return f"{gain['mean']:+.3f} (n=1)"
-    t = "n/a" if gain["t"] is None else f"{gain['t']:.2f}"
-    return f"{gain['mean']:+.3f} (t={t}, {gain['up']}/{gain['n']} up)"
-
-
-def markdown_tables(rows: Sequence[dict[str, Any]]) -> str:
-    """One table per (dataset, model), each followed by its reference rows."""
-    out = []
-    for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in rows):
-        mine = [r for r in rows if (r["dataset"], r["model"]) == (dataset, model)]
-        out += [
-            f"### {dataset} ({mine[0]['size']} px) · {model}",
-            "",
-            "| protocol | labels | n labelled | method | seeds | test ACC | test AUC "
-            "| ΔACC vs random | ΔAUC vs random |",
-            "|---|---:|---:|---|---:|---|---|---|---|",
-        ]
-        for r in mine:
-            n_lab = "–".join(str(n) for n in (r["n_labelled"][0], r["n_labelled"][-1]))
-            if len(r["n_labelled"]) == 1:
-                n_lab = str(r["n_labelled"][0])
-            out.append(
-                f"| {r['protocol']} | {r['label_fraction']:g} | {n_lab} | {r['method']} "
-                f"| {r['n_seeds']} | {_mean_std(r['acc_mean'], r['acc_std'])} "
-                f"| {_mean_std(r['auc_mean'], r['auc_std'])} | {format_gain(r['gain_acc'])} "
-                f"| {format_gain(r['gain_auc'])} |"
-            )
-        name = dataset.split("_")[0]
-        if mine[0]["size"] == 28 and name in MEDMNIST_V2_RESNET18_28:
-            acc, auc = MEDMNIST_V2_RESNET18_28[name]
-            out += [
-                "",
-                "Reference, reported by the paper (not run here):",
-                "",
-                "| source | setting | test ACC | test AUC |",
-                "|---|---|---|---|",
-                f"| MedMNIST v2 [1] | ResNet-18 (28), random init, all labels | {acc:.3f} "
-                f"| {auc:.3f} |",
-            ]
-        out.append("")
-    return "\n".join(out)
-
-
-def write_csv(rows: Sequence[dict[str, Any]], path: str | pathlib.Path) -> pathlib.Path:
-    """`rows` at full precision; empty cells where a value is not computable."""
-    path = pathlib.Path(path)
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, CSV_FIELDS)
-        w.writeheader()
-        for r in rows:
-            flat = {k: r[k] for k in CSV_FIELDS if k in r}
-            flat["seeds"] = " ".join(map(str, r["seeds"]))
-            flat["n_labelled"] = " ".join(map(str, r["n_labelled"]))
-            for metric in ("acc", "auc"):
-                gain = r[f"gain_{metric}"] or {}
-                for k in ("mean", "t", "n", "up"):
-                    flat[f"gain_{metric}_{k}"] = gain.get(k)
-            w.writerow({k: "" if v is None else v for k, v in flat.items()})
-    return path
-
-
-def _write_runs_csv(evals: Sequence[dict[str, Any]], path: pathlib.Path) -> pathlib.Path:
-    fields = list(evals[0]) if evals else ["workdir"]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fields)
-        w.writeheader()
-        w.writerows(sorted(evals, key=lambda r: r["workdir"]))
-    return path
-
-
-def _sweep_lines(roots: Sequence[str | pathlib.Path]) -> list[str]:
-    """Command, cell counts, wall time and machine of each root's sweep.json, if any."""
-    lines = []
-    for root in roots:
-        path = pathlib.Path(root) / "sweep.json"
-        if path.exists():
-            s = json.loads(path.read_text())
-            env = s.get("environment", {})
-            lines += [
-                f"Sweep `{s['command']}`: {s['counts']} in {s['wall_s'] / 60:.1f} min on "
-                f"{env.get('cpu_count')} CPU cores ({env.get('platform')}), devices "
-                f"{env.get('devices')}, jax {env.get('jax')}.",
-                "",
-            ]
-    return lines
-
-
-def make_report(
-    runs: str | pathlib.Path | Sequence[str | pathlib.Path],
-    out_dir: str | pathlib.Path | None = None,
-    *,
-    model_plots: bool = True,
-) -> dict[str, pathlib.Path]:
-    """Writes the report of the runs under `runs` to `out_dir` (default: first root/report).
-
-    Args:
-      model_plots: also draw the figures that load models (cross-correlation, embeddings).
-    Returns:
-      name -> path of every file written ('markdown', 'csv', 'runs_csv', plot names).
-    """
+def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
+    """make_report's work; also returns the aggregated rows."""
     from ssljax import report_plots
 
-    roots = [runs] if isinstance(runs, str | pathlib.Path) else list(runs)
-    out = pathlib.Path(out_dir) if out_dir else pathlib.Path(roots[0]) / "report"
     evals, pretrains = collect(roots)
     if not evals and not pretrains:
         raise FileNotFoundError(f"no results.json or pretraining run under {roots}")
     out.mkdir(parents=True, exist_ok=True)
-    rows = aggregate(evals)
+    rows = aggregate(evals, n_boot=n_boot)
+    chosen = {r["workdir"] for by_seed in select(evals).values() for r in by_seed.values()}
     paths = {"csv": write_csv(rows, out / "results.csv")}
-    paths["runs_csv"] = _write_runs_csv(evals, out / "runs.csv")
+    paths["runs_csv"] = write_runs_csv(evals, chosen, out / "runs.csv")
     notes: list[str] = []
     if rows:
         paths["label_efficiency"] = report_plots.label_efficiency(
@@ -330,21 +327,16 @@ def make_report(
     if model_plots:
         report_plots.model_figures(pretrains, out, paths, notes)
     figures = [f"![{k}]({p.name})" for k, p in paths.items() if p.suffix == ".png"]
+    where = ", ".join(f"`{r}`" for r in roots)
     text = [
         "# ssljax report",
         "",
-        f"{len(evals)} evaluation runs and {len(pretrains)} pretraining runs under "
-        + ", ".join(f"`{r}`" for r in roots)
-        + ".",
+        f"{len(evals)} evaluation runs and {len(pretrains)} pretraining runs under {where}.",
         "",
-        "Test metrics (MedMNIST ACC and AUC) of the epoch or L2 strength chosen on val. ± is "
-        "the sample standard deviation over seeds. Δ vs random: the mean paired difference to "
-        "random init with the same dataset, model, protocol, label fraction and seed (so the "
-        "same labelled subset); t is the paired t statistic (n - 1 degrees of freedom) and "
-        "'k/n up' counts the seeds where the pretrained encoder scored higher; n/a where it "
-        "cannot be computed (no random-init twin, fewer than 2 seeds, or equal differences).",
+        *summary_lines(rows),
+        INTRO,
         "",
-        *_sweep_lines(roots),
+        *sweep_lines(roots),
         markdown_tables(rows),
         *([f"- {n}" for n in notes] + [""] if notes else []),
         "## Plots",
@@ -357,7 +349,27 @@ def make_report(
     ]
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text("\n".join(text))
-    return paths
+    return paths, rows
+
+
+def make_report(
+    runs: str | pathlib.Path | Sequence[str | pathlib.Path],
+    out_dir: str | pathlib.Path | None = None,
+    *,
+    model_plots: bool = True,
+    n_boot: int = 1000,
+) -> dict[str, pathlib.Path]:
+    """Writes the report of the runs under `runs` to `out_dir` (default: first root/report).
+
+    Args:
+      model_plots: also draw the figures that load models (cross-correlation, embeddings).
+      n_boot: bootstrap resamples of the test images per paired gain.
+    Returns:
+      name -> path of every file written ('markdown', 'csv', 'runs_csv', plot names).
+    """
+    roots = [runs] if isinstance(runs, str | pathlib.Path) else list(runs)
+    out = pathlib.Path(out_dir) if out_dir else pathlib.Path(roots[0]) / "report"
+    return _report(roots, out, model_plots, n_boot)[0]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -369,9 +381,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--no-model-plots", action="store_true", help="skip figures that load models"
     )
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
-    paths = make_report(args.roots, args.out, model_plots=not args.no_model_plots)
-    print(markdown_tables(aggregate(collect(args.roots)[0])))
+    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.roots[0]) / "report"
+    paths, rows = _report(args.roots, out, not args.no_model_plots, args.n_boot)
+    print(markdown_tables(rows))
     for name, path in paths.items():
         print(f"{name}: {path}")
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ssljax import losses, report, report_plots
+from ssljax import losses, metrics, report, report_plots, report_tables
+from ssljax import stats as stats_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -119,19 +120,31 @@ def test_means_stds_and_paired_gains(synthetic_report):
     assert rows[("finetune", "random", 0.1)]["gain_auc"] is None
 
 
+def _t_interval(ours, base):
+    d = np.subtract(ours, base)
+    return stats.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=stats.sem(d))
+
+
+def _iv(interval) -> str:
+    return f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+
+
 def test_markdown_and_csv(synthetic_report):
     root, paths, rows = synthetic_report
     text = paths["markdown"].read_text()
-    t = stats.ttest_rel([0.75, 0.80, 0.70], [0.60, 0.70, 0.65]).statistic
-    t_acc = stats.ttest_rel([0.80, 0.78, 0.82], [0.70, 0.80, 0.75]).statistic
+    auc = _t_interval([0.75, 0.80, 0.70], [0.60, 0.70, 0.65])
+    acc = _t_interval([0.80, 0.78, 0.82], [0.70, 0.80, 0.75])
     expected_lines = [
-        "| finetune | 0.1 | 55 | random | 3 | 0.750 ± 0.050 | 0.650 ± 0.050 | n/a | n/a |",
-        f"| finetune | 0.1 | 55 | barlow_twins | 3 | 0.800 ± 0.020 | 0.750 ± 0.050 "
-        f"| +0.050 (t={t_acc:.2f}, 2/3 up) | +0.100 (t={t:.2f}, 3/3 up) |",
-        "| finetune | 1 | 546 | simclr | 2 | 0.875 ± 0.007 | 0.900 ± 0.014 "
-        "| +0.020 (t=n/a, 2/2 up) | +0.010 (t=n/a, 2/2 up) |",
-        "| knn | 0.1 | 55 | barlow_twins | 1 | 0.650 | 0.700 | +0.050 (n=1) | +0.150 (n=1) |",
-        "| linear | 1 | 546 | barlow_twins | 2 | 0.780 ± 0.014 | 0.820 ± 0.014 | n/a | n/a |",
+        "| finetune | 0.1 | 55 | random | 3 | – | 0.750 ± 0.050 | 0.650 ± 0.050 | n/a | n/a "
+        "| n/a | n/a |",
+        f"| finetune | 0.1 | 55 | barlow_twins | 3 | – | 0.800 ± 0.020 | 0.750 ± 0.050 "
+        f"| +0.050 {_iv(acc)} | +0.100 {_iv(auc)} | n/a | n/a |",
+        "| finetune | 1 | 546 | simclr | 2 | – | 0.875 ± 0.007 | 0.900 ± 0.014 "
+        "| +0.020 [+0.020, +0.020] | +0.010 [+0.010, +0.010] | n/a | n/a |",
+        "| knn | 0.1 | 55 | barlow_twins | 1 | – | 0.650 | 0.700 | +0.050 (n=1) | +0.150 (n=1) "
+        "| n/a | n/a |",
+        "| linear | 1 | 546 | barlow_twins | 2 | – | 0.780 ± 0.014 | 0.820 ± 0.014 | n/a | n/a "
+        "| n/a | n/a |",
         "| MedMNIST v2 [1] | ResNet-18 (28), random init, all labels | 0.863 | 0.901 |",
     ]
     for line in expected_lines:
@@ -140,6 +153,18 @@ def test_markdown_and_csv(synthetic_report):
     order = [text.index(line) for line in expected_lines[:5]]
     assert order[:3] == sorted(order[:3]) and order[4] < order[3]
     assert "Doerrich" in text and "not shown" in text
+    # Old runs: no learning rate, no label-budget val selection, no per-image scores.
+    assert "val subset scaled with the label budget" not in text
+    summary = text[text.index("## Summary") : text.index("### breastmnist")]
+    # Up on 3 of 3 seeds, yet the t interval holds 0 (no bootstrap here): no claim.
+    assert auc[0] < 0 < auc[1]
+    claim = f"finetune 0.1 barlow_twins (+0.100, t {_iv(auc)}, 3 seeds)"
+    assert f"AUC no detectable difference: {claim}" in summary
+    assert "gain: finetune 0.1 barlow_twins" not in summary
+    assert "knn 0.1 barlow_twins (+0.150, t n/a, 1 seed)" in summary
+    assert "AUC untested: linear 1 barlow_twins (no random-init twin); knn" in summary
+    assert "no per-image test scores: t intervals alone" in summary
+    assert "linear 1 barlow_twins (no random-init twin)" in summary
     with paths["csv"].open() as f:
         table = {
             (r["protocol"], r["method"], float(r["label_fraction"])): r for r in csv.DictReader(f)
@@ -151,9 +176,210 @@ def test_markdown_and_csv(synthetic_report):
     bt = table[("finetune", "barlow_twins", 0.1)]
     assert float(bt["gain_auc_t"]) == rows[("finetune", "barlow_twins", 0.1)]["gain_auc"]["t"]
     assert (bt["gain_auc_n"], bt["gain_auc_up"], bt["seeds"]) == ("3", "3", "0 1 2")
+    chex.assert_trees_all_close(
+        (float(bt["gain_auc_lo"]), float(bt["gain_auc_hi"])), auc, rtol=1e-12
+    )
+    assert (bt["gain_auc_boot_lo"], bt["verdict_auc"], bt["lr"]) == (
+        "",
+        "no detectable difference",
+        "",
+    )
     assert table[("knn", "random", 0.1)]["acc_std"] == ""
+    assert table[("finetune", "random", 0.1)]["verdict_auc"] == ""
     with paths["runs_csv"].open() as f:
-        assert len(list(csv.DictReader(f))) == sum(len(v) for v in SYNTHETIC.values())
+        runs = list(csv.DictReader(f))
+    assert len(runs) == sum(len(v) for v in SYNTHETIC.values())
+    assert all(r["selected"] == "True" and r["scores_file"] == "" for r in runs)
+
+
+# Per-image scores: a binary test set, 3 seeds, fine-tuning at 10% of the labels.
+N_TEST = 120
+SEEDS = (0, 1, 2)
+# How strongly each method's scores follow the labels (random init's runs: 0.4).
+SIGNAL = {"random": 0.4, "barlow_twins": 1.0, "barlow_twins:bn": 0.0}
+# (method, seed) -> {base_lr: full-val AUC}; the best is the lr chosen (ties: the smaller).
+VAL_AUC = {
+    **{("random", s): {1e-3: 0.70, 3e-3: 0.60} for s in SEEDS},
+    ("random", 0): {1e-3: 0.60, 3e-3: 0.70},
+    **{("barlow_twins", s): {1e-3: 0.80, 3e-3: 0.90} for s in SEEDS},
+    ("barlow_twins", 1): {1e-3: 0.85, 3e-3: 0.85},
+    **{(m, s): {1e-3: 0.75} for m in ("simclr", "barlow_twins:bn") for s in SEEDS},
+}
+CHOSEN_LR = {
+    **{("random", s): 1e-3 for s in SEEDS},
+    ("random", 0): 3e-3,
+    **{("barlow_twins", s): 3e-3 for s in SEEDS},
+    ("barlow_twins", 1): 1e-3,
+    **{(m, s): 1e-3 for m in ("simclr", "barlow_twins:bn") for s in SEEDS},
+}
+# The label-budget val subset prefers the other lr for random init on seed 2.
+LOW_VAL_FLIP = ("random", 2)
+
+
+def _binary_scores(labels, signal, rng):
+    """float32 [N, 2] softmax-like scores whose positive column follows labels by `signal`."""
+    p = (signal * labels + rng.random(len(labels))) / (1.0 + abs(signal))
+    return np.stack([1 - p, p], axis=1).astype(np.float32)
+
+
+def write_scored_results(root: pathlib.Path) -> dict:
+    """results.json + test_scores.npz of runs as evaluate.run now writes them.
+
+    Returns (method, seed, lr) -> {'scores', 'test', 'low_test'} of every run written. A run
+    not chosen by the lr selection scores at chance, so choosing it would show.
+    """
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, N_TEST)
+    written = {}
+    for (method, seed), val_by_lr in VAL_AUC.items():
+        for lr, val_auc in val_by_lr.items():
+            chosen = CHOSEN_LR[(method, seed)] == lr
+            if method == "simclr":  # random init's chosen scores, slightly perturbed
+                base = written[("random", seed, CHOSEN_LR[("random", seed)])]["scores"]
+                scores = np.clip(base + rng.normal(0, 0.02, base.shape), 0, 1)
+            else:
+                scores = _binary_scores(labels, SIGNAL[method] if chosen else 0.0, rng)
+            test = metrics.evaluate("binary-class", labels, scores)
+            low_val = val_auc + (0.2 if (method, seed) == LOW_VAL_FLIP and not chosen else 0)
+            low_test = {"acc": test["acc"] - 0.05, "auc": test["auc"] - 0.01 * (1 + seed)}
+            init = {"kind": "random", "workdir": ""}
+            if method != "random":
+                init = {"kind": "pretrained", "workdir": "pt", "method": method}
+            record = {
+                "dataset": "pneumoniamnist",
+                "size": 28,
+                "task": "binary-class",
+                "protocol": "finetune",
+                "init": init,
+                "label_fraction": 0.1,
+                "n_labelled": 471,
+                "seed": seed,
+                "model": {"name": "resnet18", "width": 8},
+                "train": {"base_lr": lr, "epochs": 10},
+                "val": {"acc": 0.7, "auc": val_auc},
+                "test": test,
+                "selection": {
+                    "full_val": {"val": {"acc": 0.7, "auc": val_auc}, "test": test},
+                    "low_label_val": {
+                        "n_val": 52,
+                        "val": {"acc": 0.6, "auc": low_val},
+                        "test": low_test,
+                    },
+                },
+            }
+            workdir = root / method.replace(":", "_") / f"s{seed}-lr{lr:g}"
+            workdir.mkdir(parents=True)
+            (workdir / "results.json").write_text(json.dumps(record))
+            np.savez(workdir / report.SCORES_FILE, scores=scores, labels=labels)
+            written[(method, seed, lr)] = {"scores": scores, "test": test, "low_test": low_test}
+    return written
+
+
+@pytest.fixture(scope="module")
+def scored_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scored")
+    written = write_scored_results(root)
+    paths = report.make_report(root, root / "report", model_plots=False, n_boot=200)
+    rows = report.aggregate(report.collect([root])[0], n_boot=200)
+    return root, paths, written, {r["method"]: r for r in rows}
+
+
+def _chosen(written, method, field="test", lrs=CHOSEN_LR):
+    return [written[(method, s, lrs[(method, s)])][field] for s in SEEDS]
+
+
+def test_lr_selection_picks_the_best_val_auc_for_every_arm(scored_report):
+    root, paths, written, rows = scored_report
+    for method, row in rows.items():
+        tests = _chosen(written, method)
+        assert row["seeds"] == list(SEEDS)
+        assert row["lrs"] == sorted({CHOSEN_LR[(method, s)] for s in SEEDS})
+        assert row["lr_tried"] == sorted(VAL_AUC[(method, 0)])
+        chex.assert_trees_all_close(row["auc_mean"], np.mean([t["auc"] for t in tests]))
+    with paths["runs_csv"].open() as f:
+        runs = list(csv.DictReader(f))
+    assert len(runs) == sum(len(v) for v in VAL_AUC.values())
+    selected = {
+        (r["method"], int(r["seed"]), float(r["base_lr"])) for r in runs if r["selected"] == "True"
+    }
+    assert selected == {(m, s, lr) for (m, s), lr in CHOSEN_LR.items()}
+    # The label-budget val subset selects again, on its own AUC.
+    low_lrs = {**CHOSEN_LR, LOW_VAL_FLIP: 3e-3}
+    low = [t["auc"] for t in _chosen(written, "random", "low_test", low_lrs)]
+    chex.assert_trees_all_close(rows["random"]["low_auc_mean"], np.mean(low))
+    bt_low = [t["auc"] for t in _chosen(written, "barlow_twins", "low_test")]
+    _, interval = report.stats.paired_t_ci(np.subtract(bt_low, low))
+    gain = rows["barlow_twins"]["gain_low_auc"]
+    chex.assert_trees_all_close(
+        (gain["mean"], gain["ci"]), (np.mean(bt_low) - np.mean(low), interval)
+    )
+
+
+def test_intervals_and_words_from_per_image_scores(scored_report):
+    root, paths, written, rows = scored_report
+    text = paths["markdown"].read_text()
+    base = np.stack(_chosen(written, "random", "scores"))
+    words = {"barlow_twins": "gain", "simclr": "no detectable difference"}
+    words["barlow_twins:bn"] = "loss"
+    for method, word in words.items():
+        row = rows[method]
+        boot = stats_module.paired_bootstrap_ci(
+            "binary-class",
+            np.load(next(root.glob("random/s0-*/test_scores.npz")))["labels"],
+            np.stack(_chosen(written, method, "scores")),
+            base,
+            n_boot=200,
+        )
+        auc = _t_interval(
+            [t["auc"] for t in _chosen(written, method)],
+            [t["auc"] for t in _chosen(written, "random")],
+        )
+        gain = row["gain_auc"]
+        chex.assert_trees_all_close(gain["ci"], auc, rtol=1e-12)
+        assert gain["boot"] == boot["auc"]["interval"] and row["bootstrap"]["n_boot"] == 200
+        chex.assert_trees_all_close(boot["auc"]["mean"], gain["mean"], rtol=1e-9)
+        assert row["verdict_auc"] == word
+        name = report_tables.method_label(method)
+        assert f"| {name} | 3 | 0.001 |" in text or f"| {name} | 3 | 0.001/0.003 |" in text
+        cell = f"| {gain['mean']:+.3f} {_iv(auc)} |"
+        assert cell in text and f"| {_iv(boot['auc']['interval'])} |" in text
+        claim = f"AUC {word}: finetune 0.1 {name} ({gain['mean']:+.3f}, t {_iv(auc)}, bootstrap"
+        assert claim in text[: text.index("### pneumoniamnist")], claim
+    # Both intervals hold 0 for SimCLR (t, bootstrap) and exclude it for Barlow Twins.
+    assert not stats_module.excludes_zero(rows["simclr"]["gain_auc"]["ci"])
+    assert stats_module.excludes_zero(rows["barlow_twins"]["gain_auc"]["boot"])
+    assert "BT BatchNorm only (random convs)" in text
+    order = [
+        text.index(f"| finetune | 0.1 | 471 | {report_tables.method_label(m)} |")
+        for m in ("random", "barlow_twins", "simclr", "barlow_twins:bn")
+    ]
+    assert order == sorted(order)
+    assert "val subset scaled with the label budget" in text
+    assert "| finetune | 0.1 | barlow_twins | 52 | 3 |" in text
+    assert "3 seeds per comparison, 95% confidence" in text and "200 resamples" in text
+
+
+def test_missing_or_different_scores_leave_the_t_interval(tmp_path):
+    write_scored_results(tmp_path)
+    # One Barlow Twins run predates test_scores.npz; SimCLR's seed 2 saw other test labels.
+    (tmp_path / "barlow_twins" / "s0-lr0.003" / report.SCORES_FILE).unlink()
+    path = tmp_path / "simclr" / "s2-lr0.001" / report.SCORES_FILE
+    with np.load(path) as f:
+        scores, labels = f["scores"], f["labels"]
+    np.savez(path, scores=scores, labels=1 - labels)
+    rows = {r["method"]: r for r in report.aggregate(report.collect([tmp_path])[0], n_boot=20)}
+    for method in ("barlow_twins", "simclr"):
+        assert rows[method]["bootstrap"] is None and rows[method]["gain_auc"]["boot"] is None
+        assert rows[method]["gain_auc"]["ci"] is not None
+    assert rows["barlow_twins"]["verdict_auc"] == "gain"  # the t interval alone
+    assert rows["barlow_twins:bn"]["bootstrap"]["n_boot"] == 20
+
+
+def test_same_learning_rate_twice_is_an_error(tmp_path):
+    write_scored_results(tmp_path / "a")
+    write_scored_results(tmp_path / "b")
+    with pytest.raises(ValueError, match="with seed 0: .*a/.* and .*b/"):
+        report.aggregate(report.collect([tmp_path])[0])
 
 
 def test_plots_from_numbers(synthetic_report):

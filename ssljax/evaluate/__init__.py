@@ -1,0 +1,114 @@
+"""Evaluation at a label budget: fine-tuning, linear probe, kNN; MedMNIST ACC and AUC.
+
+`run(config, workdir)` is what `launch.py` calls for `method` in `PROTOCOLS`. The encoder
+starts from `config.init.workdir` (a pretraining run, or its `encoder/` folder; with
+`init.transfer='batchnorm'` only its BatchNorm parameters, on random kernels) or, when that
+is empty, from random initialisation with the identical network and schedule. BatchNorm
+statistics are re-estimated on the train split's images before anything is scored, for
+every arm. Model selection uses the val split (best epoch, or best L2 strength, by val AUC),
+and again a val subset scaled with the label budget (`selection.low_label_val`); the test
+split is scored on each choice. Everything lands in `workdir/results.json`, the full-val
+choice's per-image test scores in `test_scores.npz`, and a confusion matrix beside them.
+
+    setup.py     encoder, starting variables, label-budget checks, low-label val subset
+    frozen.py    linear probe and kNN on frozen features (computed once per encoder)
+    finetune.py  fine-tuning with a step budget independent of the label count
+"""
+
+import json
+import pathlib
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+import ssljax
+from ssljax import parallel, plots, validation, writers
+from ssljax.data import load_dataset, subsets
+from ssljax.evaluate import finetune, frozen, setup
+
+RESULTS_FILE = "results.json"
+TEST_SCORES_FILE = "test_scores.npz"
+
+
+def _finetune(config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh):
+    return finetune.run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh)
+
+
+def _frozen(protocol):
+    def run_protocol(config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh):
+        f = frozen.features(config, data, encoder, init_vars, init_info, mesh)
+        return protocol(config, data, labelled, val_idx, f)
+
+    return run_protocol
+
+
+PROTOCOLS = {"finetune": _finetune, "linear": _frozen(frozen.linear), "knn": _frozen(frozen.knn)}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
+    """Evaluates as `config.method` says; writes and returns the results record."""
+    if config.method not in PROTOCOLS:
+        raise ValueError(f"config.method={config.method!r}: protocols are {list(PROTOCOLS)}")
+    validation.validate(config)
+    start = time.time()
+    workdir = pathlib.Path(workdir)
+    json_config = json.loads(config.to_json_best_effort())
+    # A fine-tuning run resumes from workdir's checkpoints: they must come from this config.
+    writers.check_config_matches(workdir, json_config)
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
+    if config.method == "finetune":
+        parallel.check_batch_size(config.train.batch_size, mesh)
+    data = load_dataset(config.data)
+    labelled = subsets.subset_from_config(data.train.labels, data.task, config.data, config.seed)
+    setup.check_classes(data, labelled)
+    val_idx = setup.val_subset(data, config)
+    encoder = setup.build_encoder(config, data.size)
+    init_vars, init_info = setup.load_init(config, encoder, data.train.images.shape[1:])
+    writers.write_json(workdir / writers.CONFIG_FILE, json_config)
+
+    out = PROTOCOLS[config.method](
+        config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh
+    )
+    test_scores = out.pop("test_scores")
+    full = out["selection"]["full_val"]
+    results = {
+        "dataset": data.name,
+        "size": data.size,
+        "task": data.task,
+        "protocol": config.method,
+        "init": init_info,
+        "label_fraction": config.data.label_fraction,
+        "labels_per_class": config.data.labels_per_class,
+        "n_labelled": int(len(labelled)),
+        "n_train": int(len(data.train)),
+        "n_test": int(len(test_scores)),
+        "seed": config.seed,
+        "model": {"name": config.model.name, "width": config.model.width},
+        "train": {"base_lr": config.train.base_lr, "epochs": config.train.epochs},
+        "bn_reestimated_on": int(min(config.eval.bn_images, len(data.train))),
+        "ssljax_version": ssljax.__version__,
+        "wall_time_s": round(time.time() - start, 2),
+        "val": full["val"],
+        "test": full["test"],
+        **out,
+    }
+    writers.write_json(workdir / RESULTS_FILE, results)
+    if jax.process_index() == 0:
+        np.savez(
+            workdir / TEST_SCORES_FILE,
+            scores=np.asarray(test_scores, np.float32),
+            labels=np.asarray(data.test.labels),
+        )
+        plots.confusion_matrices(
+            data.task,
+            data.test.labels,
+            test_scores,
+            data.label_names,
+            workdir / "confusion_test.png",
+            title=f"{data.name} {config.method} ({init_info['kind']}), test",
+        )
+    return results
