@@ -17,6 +17,8 @@ random init as for every other method. OUT (default ROOT/report) receives:
   runs.csv               one line per evaluation run (`selected`: kept by the lr selection)
   label_efficiency.png   test AUC vs label fraction, a line per method
   pretraining_curves.png loss and kNN monitor of every pretraining run
+  finetune_curves.png    val AUC vs epoch of the selected fine-tuning runs (report_health)
+  pretraining.csv        per pretraining run: loss, weight change, kNN and RankMe at 0 / end
   cross_correlation_<dataset>.png   Barlow Twins' matrix at init and after pretraining
   embeddings_<dataset>.png          PCA of test features, per method and random init
 """
@@ -305,7 +307,7 @@ def _row_order(row: dict[str, Any]) -> tuple:
 
 def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
     """make_report's work; also returns the aggregated rows."""
-    from ssljax import report_plots
+    from ssljax import report_health, report_plots
 
     evals, pretrains = collect(roots)
     if not evals and not pretrains:
@@ -326,6 +328,7 @@ def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
         )
     if model_plots:
         report_plots.model_figures(pretrains, out, paths, notes)
+    health = report_health.sections(evals, chosen, pretrains, out, paths)
     figures = [f"![{k}]({p.name})" for k, p in paths.items() if p.suffix == ".png"]
     where = ", ".join(f"`{r}`" for r in roots)
     text = [
@@ -339,6 +342,7 @@ def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
         *sweep_lines(roots),
         markdown_tables(rows),
         *([f"- {n}" for n in notes] + [""] if notes else []),
+        *health,
         "## Plots",
         "",
         *figures,
