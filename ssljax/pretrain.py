@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 
 from ssljax import (
     augment,
+    batchnorm,
     checkpoint,
     diagnostics,
     inference,
@@ -151,10 +152,20 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     train_fn, apply_fn = fns.train, fns.apply
     rows = parallel.process_rows(batch_size)
 
-    def outputs(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """images uint8 [N, H, W, C] -> (features float32 [N, F], embeddings float32 [N, D])."""
-        return inference.batched_apply(
-            apply_fn, state.params, state.batch_stats, images, config.eval.batch_size, mesh
+    moments_fn = batchnorm.make_moments_fn(fns.model)
+    monitor_bn_images = batchnorm.bn_images(train.images, config.eval.bn_images)
+
+    def outputs() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """The monitor's apply: images uint8 [N, H, W, C] -> (features float32 [N, F],
+        embeddings float32 [N, D]), with BatchNorm statistics re-estimated once on the train
+        images, as every scoring is (running averages lag; at step 0 they are (0, 1))."""
+        stats, e = state.batch_stats, config.eval
+        if e.bn_images:
+            stats = batchnorm.reestimate(
+                moments_fn, state.params, stats, monitor_bn_images, e.batch_size, mesh
+            )
+        return lambda images: inference.batched_apply(
+            apply_fn, state.params, stats, images, e.batch_size, mesh
         )
 
     writer = writers.MetricWriter(
@@ -169,7 +180,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     summary: dict[str, Any] = {}
     try:
         if start_step == 0 and config.log.monitor_every_epochs:
-            summary.update(_monitor(config, 0, 0, writer, outputs, data))
+            summary.update(_monitor(config, 0, 0, writer, outputs(), data))
         while step < total_steps:
             epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
             chunk = min(config.train.steps_per_dispatch, epoch_end - step)
@@ -287,7 +298,7 @@ def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, outputs
     out: dict[str, Any] = {}
     every = config.log.monitor_every_epochs
     if every and (epoch % every == 0 or done):
-        out = _monitor(config, epoch, step, writer, outputs, data)
+        out = _monitor(config, epoch, step, writer, outputs(), data)
     if epoch % config.checkpoint.every_epochs == 0 or done:
         _check_finite(state)
         ckpt.save(step, state)
