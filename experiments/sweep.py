@@ -52,7 +52,7 @@ import ml_collections
 import tqdm
 
 from experiments.cells import Cell, expand, parse_dataset  # noqa: F401 - the sweep's API
-from ssljax import evaluate, pretrain, validation, writers
+from ssljax import errors, evaluate, pretrain, validation, writers
 
 SWEEP_FILE = "sweep.json"
 # Statuses that make the sweep exit non-zero.
@@ -159,7 +159,11 @@ def _skip_or_fail(cell: Cell, entry: dict[str, Any]) -> None:
     """A finished cell is skipped, unless it was made with another config than the grid's."""
     new = pretrain.json_config(cell.config)
     old_path = cell.workdir / writers.CONFIG_FILE
-    old = json.loads(old_path.read_text()) if old_path.exists() else new
+    try:
+        old = writers.read_json(old_path) if old_path.exists() else new
+    except errors.DataError as e:
+        entry.update(status="failed", error=str(e))
+        return
     # The same pretraining run, named through a relative or an absolute --root.
     same = [pathlib.Path(c["init"]["workdir"]).resolve() for c in (old, new)]
     if old["init"]["workdir"] and new["init"]["workdir"] and same[0] == same[1]:
@@ -167,7 +171,7 @@ def _skip_or_fail(cell: Cell, entry: dict[str, Any]) -> None:
     try:
         writers.check_config_matches(cell.workdir, new)
         entry["status"] = "skipped"
-    except ValueError as e:
+    except errors.WorkdirError as e:
         entry.update(status="failed", error=f"finished with another config: {e}")
 
 
