@@ -1,8 +1,9 @@
 """The pretraining loop: Barlow Twins or SimCLR on the unlabelled training split.
 
-`run(config, workdir)` is what `launch.py` calls. It writes `config.json`, `metrics.jsonl`,
-TensorBoard events and `checkpoints/`, resumes from the newest complete checkpoint when
-started again with the same command, and exports the final encoder to `encoder/`.
+`run(config, workdir)` is what `launch.py` calls. It checks and locks the workdir
+(`ssljax.workdirs`), writes `config.json`, `metrics.jsonl`, TensorBoard events and
+`checkpoints/`, resumes from the newest checkpoint that restores when started again with the
+same command, and exports the final encoder to `encoder/`.
 
 Besides the loss and its terms, it logs whether training is healthy (`ssljax.diagnostics`):
 `weight_change/conv` and `weight_change/bn_scale` of the encoder since initialisation at every
@@ -32,9 +33,13 @@ from ssljax import (
     optim,
     parallel,
     steps,
+    workdirs,
     writers,
 )
 from ssljax.data import batches, load_dataset
+from ssljax.errors import ConfigError, NonFiniteLossError
+
+__all__ = ["METHODS", "NonFiniteLossError", "build", "build_model", "json_config", "run"]
 
 # method -> (pair loss from config.loss, encoder on the concatenated views)
 METHODS = {
@@ -49,10 +54,6 @@ METHODS = {
         True,
     ),
 }
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def build_model(config: ml_collections.ConfigDict, image_size: int) -> models.PretrainModel:
@@ -120,15 +121,20 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     `weight_change/*`, and `warning` when `diagnostics.barely_moved` says the conv kernels
     barely moved (also printed).
     """
-    workdir = pathlib.Path(workdir)
+    workdir = workdirs.check(workdir, what="workdir")
     if config.method not in METHODS:
-        raise ValueError(
+        raise ConfigError(
             f"config.method={config.method!r}: pretraining methods are {list(METHODS)}"
         )
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
-    writers.check_config_matches(workdir, json_config(config))
+    with workdirs.lock(workdir):
+        return _train(config, workdir, mesh)
 
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh) -> dict:
+    """`run`'s work, in a checked and locked workdir."""
+    writers.check_config_matches(workdir, json_config(config))
     data = load_dataset(config.data)
     train = data.splits["train"]
     n, size = len(train.images), data.size
@@ -195,8 +201,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
                 )
         summary.update(_final_check(writer, state, params0))
     finally:
-        ckpt.close()
-        writer.close()
+        try:
+            ckpt.close()
+        finally:  # also when the last save failed (a full disk)
+            writer.close()
     encoder_vars = {
         "params": state.params["encoder"],
         "batch_stats": state.batch_stats["encoder"],

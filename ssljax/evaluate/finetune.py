@@ -158,8 +158,10 @@ def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> d
                 carry["state"] = state
                 ckpt.save(step, carry)
     finally:
-        ckpt.close()
-        writer.close()
+        try:
+            ckpt.close()
+        finally:  # also when the last save failed (a full disk)
+            writer.close()
     out: dict[str, Any] = {"selection": {}, "epochs": config.train.epochs}
     out["steps"] = total_steps
     for name, vi in subsets.items():
