@@ -192,6 +192,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
             epoch = step // steps_per_epoch
             at_epoch_end = step == epoch_end
             if step % config.log.every_steps < chunk or at_epoch_end:
+                _check_finite(state, ckpt)
                 summary = _log(writer, state, metrics, params0, step, epoch, batch_size, last)
             if at_epoch_end:
                 summary.update(
@@ -213,12 +214,11 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     return summary
 
 
-def _check_finite(state: steps.TrainState) -> None:
-    bad = int(state.nonfinite_step)
+def _check_finite(state: steps.TrainState, ckpt: checkpoint.Checkpointer) -> None:
+    bad = int(state.nonfinite_step)  # the 0-based index of the step; metrics count from 1
     if bad >= 0:
-        raise NonFiniteLossError(
-            f"the loss became non-finite at step {bad}; the update was skipped and the last "
-            "good checkpoint is kept. Lower train.base_lr or check the data."
+        raise NonFiniteLossError.at(
+            "pretraining", bad + 1, ckpt.latest_step(), "Lower train.base_lr or check the data."
         )
 
 
@@ -235,7 +235,6 @@ def _representation_stats(features: jax.Array, z: jax.Array) -> dict[str, jax.Ar
 
 
 def _log(writer, state, metrics, params0, step, epoch, batch_size, last) -> dict[str, Any]:
-    _check_finite(state)
     now = time.perf_counter()
     images_per_s = (step - last["step"]) * batch_size / max(now - last["time"], 1e-9)
     last.update(time=now, step=step)
@@ -297,7 +296,7 @@ def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, outputs
     if every and (epoch % every == 0 or done):
         out = _monitor(config, epoch, step, writer, outputs, data)
     if epoch % config.checkpoint.every_epochs == 0 or done:
-        _check_finite(state)
+        _check_finite(state, ckpt)
         ckpt.save(step, state)
     return out
 
