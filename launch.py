@@ -4,6 +4,10 @@ The config's `method` chooses the job: `barlow_twins` / `simclr` pretrain an enc
 `finetune` / `linear` / `knn` evaluate one (or a random initialisation) on the labelled task.
 `--mode=preview` writes W/augment_preview.png (originals and their two augmented views) so
 the augmentation can be checked before a long run. This is the only file that defines flags.
+
+A failure the user can cause ends in one line `error: ...` on stderr and exit status 1 (the
+traceback in W/errors.log, and on the terminal with --verbose); Ctrl-C in one line saying
+where the same command resumes, exit status 130 (`ssljax.errors`).
 """
 
 import ast
@@ -20,47 +24,68 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for this run's outputs; 
 _MODE = flags.DEFINE_enum(
     "mode", "run", ["run", "preview"], "run: train/evaluate; preview: augmentation PNG only."
 )
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "On an error, also print its traceback (always in WORKDIR/errors.log)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
-    """Runs the job; a user error (bad config, missing data, ...) exits with its message."""
-    from ssljax.data.download import DatasetDownloadError
-    from ssljax.pretrain import NonFiniteLossError
-    from ssljax.validation import ConfigError
-
+    """Runs the job; a failure the user can cause ends in one line `error: ...` on stderr
+    (exit 1), Ctrl-C in one line saying where the run will resume (exit 130)."""
+    # Holds the workdir once it passed its checks and is locked: errors.log goes there.
+    checked: list[pathlib.Path] = []
     try:
-        _run(argv)
-    except (ConfigError, DatasetDownloadError, NonFiniteLossError, FileNotFoundError) as e:
-        sys.exit(f"launch.py: {e}")
+        _run(argv, checked)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - bugs are re-raised
+        from ssljax import errors
+
+        workdir = checked[0] if checked else None
+        sys.exit(errors.report_failure(e, workdir, _resume_point(), _VERBOSE.value))
 
 
-def _run(argv: list[str]) -> None:
+def _resume_point() -> str:
+    """Where the same command resumes: the workdir's newest complete checkpoint, or the start."""
+    workdir = pathlib.Path(_WORKDIR.value).expanduser() if _WORKDIR.value else None
+    if workdir is None or not workdir.is_dir():
+        return "from the start"
+    from ssljax import checkpoint
+
+    steps = checkpoint.committed_steps(workdir / checkpoint.CHECKPOINT_DIR)
+    if not steps:
+        return f"{workdir} from the start (it has no checkpoint yet)"
+    return f"{workdir} from step {steps[-1]} (its last checkpoint)"
+
+
+def _run(argv: list[str], checked: list[pathlib.Path]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so --help answers without importing JAX.
-    from ssljax import parallel, validation
+    from ssljax import errors, parallel, validation, workdirs
 
     if not flags.FLAGS["verbosity"].present:
         # Orbax and JAX log every checkpoint step at INFO; progress bars say what matters.
         logging.set_verbosity(logging.WARNING)
     config = _CONFIG.value
     validation.validate(config)
+    workdir = workdirs.check(_WORKDIR.value)
     parallel.initialize_distributed(config.distributed)
-    workdir = pathlib.Path(_WORKDIR.value)
     if _MODE.value == "preview":
         from ssljax import preview
 
         path = preview.preview_config(config, workdir / "augment_preview.png")
         print(f"wrote {path}")
-    elif config.method in validation.PRETRAIN_METHODS:
-        from ssljax import pretrain
+        return
+    with workdirs.lock(workdir), errors.library_logs_to_workdir(workdir):
+        checked.append(workdir)
+        if config.method in validation.PRETRAIN_METHODS:
+            from ssljax import pretrain
 
-        pretrain.run(config, workdir)
-    else:
-        from ssljax import evaluate
+            pretrain.run(config, workdir)
+        else:
+            from ssljax import evaluate
 
-        evaluate.run(config, workdir)
+            evaluate.run(config, workdir)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -68,7 +93,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
-        sys.exit(f"launch.py: {e}\nSee --helpfull, and configs/base.py for every config key.")
+        sys.exit(f"error: {e}\nSee --helpfull, and configs/base.py for every config key.")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         # ml_collections wraps a KeyError's repr in its AttributeError; unwrap it.
         text = str(e)
@@ -79,7 +104,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                 break
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         sys.exit(
-            f"launch.py: bad config override among {overrides}: {text}\n"
+            f"error: bad config override among {overrides}: {text}\n"
             "Every config key is declared in configs/base.py."
         )
 

@@ -14,6 +14,7 @@ from configs import barlow, finetune, knn, linear, simclr
 from experiments.grids import flatten
 from ssljax import evaluate
 from ssljax.data import registry
+from ssljax.errors import ConfigError
 
 PRETRAIN_CONFIGS = {"barlow_twins": barlow.get_config, "simclr": simclr.get_config}
 EVAL_CONFIGS = {"finetune": finetune.get_config, "linear": linear.get_config, "knn": knn.get_config}
@@ -54,12 +55,12 @@ def parse_dataset(spec: str) -> tuple[str, int]:
     if not (sep and size.isdigit()):
         name, size = spec, "28"
     if name not in registry.DATASETS:
-        raise ValueError(
+        raise ConfigError(
             f"grid.datasets: unknown dataset {spec!r}; use a MedMNIST flag, optionally with "
             f"_SIZE: {sorted(registry.DATASETS)}"
         )
     if int(size) not in registry.SIZES:
-        raise ValueError(f"grid.datasets: {spec!r} has size {size}; sizes are {registry.SIZES}")
+        raise ConfigError(f"grid.datasets: {spec!r} has size {size}; sizes are {registry.SIZES}")
     return name, int(size)
 
 
@@ -77,7 +78,7 @@ def apply_overrides(
                 raise KeyError(leaf)
             node[leaf] = value
         except (KeyError, TypeError, AttributeError) as e:
-            raise ValueError(
+            raise ConfigError(
                 f"grid.{where}.{key}={value!r} cannot be applied ({type(e).__name__}: {e}). "
                 "Every config key and its type is declared in configs/base.py."
             ) from e
@@ -87,27 +88,27 @@ def check_grid(grid: ml_collections.ConfigDict) -> None:
     """Raises ValueError naming the grid field that cannot work."""
     missing = [f for f in GRID_FIELDS if f not in grid]
     if missing:
-        raise ValueError(f"the grid lacks {missing}; a grid names {list(GRID_FIELDS)}")
+        raise ConfigError(f"the grid lacks {missing}; a grid names {list(GRID_FIELDS)}")
     methods = (*METHODS, *(f"{m}:{a}" for m in PRETRAIN_CONFIGS for a in ABLATIONS))
     for field, valid in (("methods", methods), ("protocols", tuple(EVAL_CONFIGS))):
         bad = [v for v in grid[field] if v not in valid]
         if bad:
-            raise ValueError(f"grid.{field}: unknown {bad}; valid: {list(valid)}")
+            raise ConfigError(f"grid.{field}: unknown {bad}; valid: {list(valid)}")
     for field in ("datasets", "methods", "label_fractions", "seeds"):
         values = tuple(grid[field])
         if not values or len(set(values)) != len(values):
-            raise ValueError(f"grid.{field}={values}: must be non-empty, without repeats")
+            raise ConfigError(f"grid.{field}={values}: must be non-empty, without repeats")
     bad = [f for f in grid.label_fractions if not 0 < f <= 1]
     if bad:
-        raise ValueError(f"grid.label_fractions: {bad} are not in (0, 1]")
+        raise ConfigError(f"grid.label_fractions: {bad} are not in (0, 1]")
     if not all(isinstance(s, int) for s in grid.seeds):
-        raise ValueError(f"grid.seeds={tuple(grid.seeds)}: seeds are integers")
+        raise ConfigError(f"grid.seeds={tuple(grid.seeds)}: seeds are integers")
     for spec in grid.datasets:
         parse_dataset(spec)
     for spec, specific in grid.by_dataset.items() if "by_dataset" in grid else ():
         unknown = [k for k in specific if k not in SECTIONS]
         if spec not in grid.datasets or unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"grid.by_dataset.{spec}: names a dataset of grid.datasets {tuple(grid.datasets)} "
                 f"and holds sections of {list(SECTIONS)}; got {list(specific)}"
             )

@@ -26,13 +26,16 @@ _FLAGS = sweep.define_flags(default_grid=str(GRID_FILE), default_root="runs/quic
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    record = sweep.run_from_flags(_FLAGS, "experiments.quickstart")
-    if record is None:
-        return
-    print(sweep.summary_text(record))
-    root = pathlib.Path(_FLAGS["root"].value)
-    paths = report.make_report(root, root / "report")
-    evals, _ = report.collect([root])
+    try:
+        record = sweep.run_from_flags(_FLAGS, "experiments.quickstart")
+        if record is None:
+            return
+        print(sweep.summary_text(record))
+        root = pathlib.Path(_FLAGS["root"].value).expanduser()
+        paths = report.make_report(root, root / "report")
+        evals, _ = report.collect([root])
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - bugs are re-raised
+        sys.exit(sweep.exit_status(e, _FLAGS))
     print()
     print(report.markdown_tables(report.aggregate(evals)))
     print(f"report: {paths['markdown']}")

@@ -52,7 +52,7 @@ import ml_collections
 import tqdm
 
 from experiments.cells import Cell, expand, parse_dataset  # noqa: F401 - the sweep's API
-from ssljax import evaluate, pretrain, validation, writers
+from ssljax import errors, evaluate, pretrain, validation, workdirs, writers
 
 SWEEP_FILE = "sweep.json"
 # Statuses that make the sweep exit non-zero.
@@ -85,12 +85,18 @@ def run_sweep(
       command: the command line, recorded in sweep.json.
       runner: runs one cell (tests substitute a failing one).
     Raises:
-      ValueError before any run when the grid is invalid; KeyboardInterrupt after recording
-      the interrupted cell.
+      ConfigError before any run when the grid is invalid; WorkdirError when `root` cannot
+      be used or another sweep holds it; KeyboardInterrupt after recording the interrupted
+      cell.
     """
-    root = pathlib.Path(root)
+    root = workdirs.check(root, what="--root")
     cells = expand(grid, root)
-    root.mkdir(parents=True, exist_ok=True)
+    with workdirs.lock(root), errors.library_logs_to_workdir(root):
+        return _run_cells(grid, root, cells, progress, compile_cache, command, runner)
+
+
+def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> dict[str, Any]:
+    """`run_sweep`'s work, in a checked and locked root."""
     if compile_cache:
         jax.config.update("jax_compilation_cache_dir", str(compile_cache))
     started = time.perf_counter()
@@ -159,7 +165,11 @@ def _skip_or_fail(cell: Cell, entry: dict[str, Any]) -> None:
     """A finished cell is skipped, unless it was made with another config than the grid's."""
     new = pretrain.json_config(cell.config)
     old_path = cell.workdir / writers.CONFIG_FILE
-    old = json.loads(old_path.read_text()) if old_path.exists() else new
+    try:
+        old = writers.read_json(old_path) if old_path.exists() else new
+    except errors.DataError as e:
+        entry.update(status="failed", error=str(e))
+        return
     # The same pretraining run, named through a relative or an absolute --root.
     same = [pathlib.Path(c["init"]["workdir"]).resolve() for c in (old, new)]
     if old["init"]["workdir"] and new["init"]["workdir"] and same[0] == same[1]:
@@ -167,7 +177,7 @@ def _skip_or_fail(cell: Cell, entry: dict[str, Any]) -> None:
     try:
         writers.check_config_matches(cell.workdir, new)
         entry["status"] = "skipped"
-    except ValueError as e:
+    except errors.WorkdirError as e:
         entry.update(status="failed", error=f"finished with another config: {e}")
 
 
@@ -209,6 +219,9 @@ def define_flags(default_grid: str | None, default_root: str | None) -> dict[str
         ),
         "progress": flags.DEFINE_bool("progress", True, "Show a progress bar over the grid."),
         "dry_run": flags.DEFINE_bool("dry_run", False, "List the cells and their state; run none."),
+        "verbose": flags.DEFINE_bool(
+            "verbose", False, "On an error, also print its traceback (always in ROOT/errors.log)."
+        ),
     }
     for name in ("grid", "root"):
         if holders[name].default is None:
@@ -227,7 +240,7 @@ def run_from_flags(holders: dict[str, Any], module: str) -> dict[str, Any] | Non
     if not flags.FLAGS["verbosity"].present:
         # Orbax and JAX log every checkpoint step at INFO; the progress bar says what matters.
         logging.set_verbosity(logging.WARNING)
-    grid, root = holders["grid"].value, pathlib.Path(holders["root"].value)
+    grid, root = holders["grid"].value, workdirs.resolve(holders["root"].value, "--root")
     if holders["dry_run"].value:
         for cell in expand(grid, root):
             print(f"{'finished' if cell.finished() else 'to run':9s} {cell.name}")
@@ -242,6 +255,15 @@ def run_from_flags(holders: dict[str, Any], module: str) -> dict[str, Any] | Non
     )
 
 
+def exit_status(exc: BaseException, holders: dict[str, Any]) -> int:
+    """Says in one line why the sweep command failed (`errors.report_failure`: its traceback
+    to ROOT/errors.log when a sweep used ROOT); returns the exit status. Re-raises a bug."""
+    root = pathlib.Path(holders["root"].value or ".").expanduser()
+    used = root if (root / workdirs.LOCK_FILE).is_file() else None
+    resume = f"the sweep in {root} (finished cells are skipped)"
+    return errors.report_failure(exc, used, resume, holders["verbose"].value)
+
+
 if __name__ == "__main__":
     from absl import app
 
@@ -250,7 +272,10 @@ if __name__ == "__main__":
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-        record = run_from_flags(_FLAGS, "experiments.sweep")
+        try:
+            record = run_from_flags(_FLAGS, "experiments.sweep")
+        except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - bugs are re-raised
+            sys.exit(exit_status(e, _FLAGS))
         if record is not None:
             print(summary_text(record))
             if failures(record):

@@ -3,9 +3,12 @@
 A run's checkpoints live in `WORKDIR/checkpoints/<step>/`. Orbax writes each into a
 temporary folder and marks it with `commit_success.txt` when complete; a step folder without
 that marker (a crash mid-write, a copy cut short) is not a checkpoint: it is moved aside as
-`<step>.incomplete-<n>` (never deleted: nothing a user made is lost) and resume falls back
-to the newest committed step. The final encoder of a pretraining run is exported on its own
-to `WORKDIR/encoder/`, the folder evaluation runs load.
+`<step>.incomplete-<n>`. A marked step that still fails to restore (a data file deleted or
+cut short) is moved aside as `<step>.damaged-<n>`, with one line naming it and the details
+in WORKDIR/errors.log, and resume falls back to the step before it; the next restart finds
+nothing wrong and says nothing. Nothing is deleted: nothing a user made is lost. The final
+encoder of a pretraining run is exported on its own to `WORKDIR/encoder/`, the folder
+evaluation runs load.
 """
 
 import logging
@@ -14,6 +17,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from ssljax import errors
 
 COMMIT_MARKER = "commit_success.txt"
 CHECKPOINT_DIR = "checkpoints"
@@ -33,24 +38,40 @@ def committed_steps(directory: str | pathlib.Path) -> list[int]:
     return sorted(steps)
 
 
+def _move_aside(step_dir: pathlib.Path, kind: str) -> pathlib.Path:
+    """Renames `step_dir` to `<step>.<kind>-<n>` (the first n free); returns the new path."""
+    n = 0
+    while (target := step_dir.with_name(f"{step_dir.name}.{kind}-{n}")).exists():
+        n += 1
+    step_dir.rename(target)
+    return target
+
+
 def _quarantine_incomplete(directory: pathlib.Path) -> None:
     if jax.process_index() != 0 or not directory.is_dir():
         return
     for p in directory.iterdir():
         if p.is_dir() and p.name.isdigit() and not (p / COMMIT_MARKER).exists():
-            n = 0
-            while (target := p.with_name(f"{p.name}.incomplete-{n}")).exists():
-                n += 1
+            target = _move_aside(p, "incomplete")
             logging.warning("checkpoint %s has no %s: moved aside to %s", p, COMMIT_MARKER, target)
-            p.rename(target)
 
 
 class Checkpointer:
     """Periodic checkpoints of a train state (any pytree of arrays), keeping the newest `keep`."""
 
-    def __init__(self, workdir: str | pathlib.Path, keep: int):
-        self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_DIR
-        _quarantine_incomplete(self.directory)
+    def __init__(self, workdir: str | pathlib.Path, keep: int, repair: bool = True):
+        """Opens WORKDIR/checkpoints.
+
+        Args:
+          keep: how many of the newest checkpoints `save` keeps.
+          repair: move incomplete and damaged steps aside (False: only read, for a run that
+            may be live, as the report's figures do).
+        """
+        self.workdir = pathlib.Path(workdir).absolute()
+        self.directory = self.workdir / CHECKPOINT_DIR
+        self._repair = repair
+        if repair:
+            _quarantine_incomplete(self.directory)
         self._keep = keep
         self._manager = self._open()
 
@@ -69,26 +90,51 @@ class Checkpointer:
     def wait(self) -> None:
         self._manager.wait_until_finished()
 
+    def latest_step(self) -> int | None:
+        """The newest committed step, after pending saves finish; None when there is none."""
+        self.wait()
+        steps = committed_steps(self.directory)
+        return steps[-1] if steps else None
+
     def restore_latest(self, target: Any) -> tuple[Any, int] | None:
-        """The newest committed checkpoint restored into `target`'s structure and shardings.
+        """The newest checkpoint that restores, into `target`'s structure and shardings.
+
+        A committed step that fails to restore is moved aside (`repair`) and the one before
+        it is tried.
 
         Args:
           target: a state pytree (arrays or jax.ShapeDtypeStruct with shardings).
         Returns:
-          (state, step), or None when there is no committed checkpoint.
+          (state, step), or None when no checkpoint restores.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         for step in reversed(committed_steps(self.directory)):
             try:
                 state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as e:  # noqa: BLE001 - a damaged step must not stop resume
-                logging.warning("checkpoint step %d cannot be restored (%s); trying older", step, e)
+                self._damaged(step, e)
                 # A failed restore can leave the manager's item handlers confused.
                 self._manager.close()
                 self._manager = self._open()
                 continue
             return state, step
         return None
+
+    def _damaged(self, step: int, exc: Exception) -> None:
+        """One line naming the damaged step; its details to errors.log; the step set aside."""
+        step_dir = self.directory / str(step)
+        if not self._repair or jax.process_index() != 0:
+            logging.warning("checkpoint %s cannot be restored; trying the one before", step_dir)
+            return
+        log = errors.append_log(self.workdir, f"checkpoint {step_dir} cannot be restored", exc)
+        target = _move_aside(step_dir, "damaged")
+        logging.warning(
+            "checkpoint %s cannot be restored (%s%s): moved aside to %s; trying the one before",
+            step_dir,
+            type(exc).__name__,
+            f"; details in {log}" if log else "",
+            target.name,
+        )
 
     def close(self) -> None:
         self._manager.wait_until_finished()
@@ -107,25 +153,32 @@ def load_encoder(path: str | pathlib.Path) -> dict[str, Any]:
     """Reads encoder variables written by `save_encoder` (or from a workdir holding them).
 
     Raises:
-      FileNotFoundError: naming the folder, when it holds no complete encoder export.
+      ConfigError: naming the folder, when it holds no complete encoder export.
     """
     path = pathlib.Path(path).expanduser().absolute()
     if (path / ENCODER_DIR).is_dir():
         path = path / ENCODER_DIR
     if not (path / COMMIT_MARKER).exists() and not (path / "_CHECKPOINT_METADATA").exists():
-        raise FileNotFoundError(
-            f"no pretrained encoder in {path}: expected the '{ENCODER_DIR}/' folder that a "
-            "finished pretraining run writes. Finish (or resume) that run first, or set "
-            "config.init.workdir='' for random initialisation."
+        raise errors.ConfigError(
+            f"config.init.workdir: no pretrained encoder in {path}: expected the "
+            f"'{ENCODER_DIR}/' folder that a finished pretraining run writes. Finish (or "
+            "resume) that run first, or set config.init.workdir='' for random initialisation."
         )
     # Restore onto this host's devices, replicated, whatever topology saved it (a run
     # pretrained on 8 GPUs is evaluated on 1).
     from ssljax import parallel
 
     sharding = parallel.replicated(parallel.make_mesh())
-    with ocp.StandardCheckpointer() as ckptr:
-        meta = ckptr.metadata(path).item_metadata
-        target = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta
-        )
-        return ckptr.restore(path, target)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            meta = ckptr.metadata(path).item_metadata
+            target = jax.tree.map(
+                lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), meta
+            )
+            return ckptr.restore(path, target)
+    except Exception as e:  # noqa: BLE001 - Orbax and TensorStore raise many kinds
+        raise errors.DataError(
+            f"the encoder in {path} cannot be read ({type(e).__name__}): it is damaged. Move "
+            "it aside and run its pretraining command again, which exports it anew from the "
+            "last checkpoint"
+        ) from e

@@ -13,6 +13,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ssljax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -56,12 +58,12 @@ def check_batch_size(batch_size: int, mesh: Mesh, key: str = "train.batch_size")
     """Raises before any compilation if the global batch does not split over the devices."""
     n = mesh.devices.size
     if batch_size <= 0 or batch_size % n:
-        raise ValueError(
+        raise ConfigError(
             f"config.{key}={batch_size} must be a positive multiple of the number of "
             f"devices ({n}); for example {max(n, batch_size // n * n or n)}."
         )
     if batch_size % jax.process_count():
-        raise ValueError(
+        raise ConfigError(
             f"config.{key}={batch_size} must be divisible by the number of processes "
             f"({jax.process_count()})."
         )

@@ -1,8 +1,9 @@
 """The pretraining loop: Barlow Twins or SimCLR on the unlabelled training split.
 
-`run(config, workdir)` is what `launch.py` calls. It writes `config.json`, `metrics.jsonl`,
-TensorBoard events and `checkpoints/`, resumes from the newest complete checkpoint when
-started again with the same command, and exports the final encoder to `encoder/`.
+`run(config, workdir)` is what `launch.py` calls. It checks and locks the workdir
+(`ssljax.workdirs`), writes `config.json`, `metrics.jsonl`, TensorBoard events and
+`checkpoints/`, resumes from the newest checkpoint that restores when started again with the
+same command, and exports the final encoder to `encoder/`.
 
 Besides the loss and its terms, it logs whether training is healthy (`ssljax.diagnostics`):
 `weight_change/conv` and `weight_change/bn_scale` of the encoder since initialisation at every
@@ -33,9 +34,13 @@ from ssljax import (
     optim,
     parallel,
     steps,
+    workdirs,
     writers,
 )
 from ssljax.data import batches, load_dataset
+from ssljax.errors import ConfigError, NonFiniteLossError
+
+__all__ = ["METHODS", "NonFiniteLossError", "build", "build_model", "json_config", "run"]
 
 # method -> (pair loss from config.loss, encoder on the concatenated views)
 METHODS = {
@@ -50,10 +55,6 @@ METHODS = {
         True,
     ),
 }
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def build_model(config: ml_collections.ConfigDict, image_size: int) -> models.PretrainModel:
@@ -121,15 +122,20 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     `weight_change/*`, and `warning` when `diagnostics.barely_moved` says the conv kernels
     barely moved (also printed).
     """
-    workdir = pathlib.Path(workdir)
+    workdir = workdirs.check(workdir, what="workdir")
     if config.method not in METHODS:
-        raise ValueError(
+        raise ConfigError(
             f"config.method={config.method!r}: pretraining methods are {list(METHODS)}"
         )
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
-    writers.check_config_matches(workdir, json_config(config))
+    with workdirs.lock(workdir):
+        return _train(config, workdir, mesh)
 
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh) -> dict:
+    """`run`'s work, in a checked and locked workdir."""
+    writers.check_config_matches(workdir, json_config(config))
     data = load_dataset(config.data)
     train = data.splits["train"]
     n, size = len(train.images), data.size
@@ -197,6 +203,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
             epoch = step // steps_per_epoch
             at_epoch_end = step == epoch_end
             if step % config.log.every_steps < chunk or at_epoch_end:
+                _check_finite(state, ckpt)
                 summary = _log(writer, state, metrics, params0, step, epoch, batch_size, last)
             if at_epoch_end:
                 summary.update(
@@ -206,8 +213,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
                 )
         summary.update(_final_check(writer, state, params0))
     finally:
-        ckpt.close()
-        writer.close()
+        try:
+            ckpt.close()
+        finally:  # also when the last save failed (a full disk)
+            writer.close()
     encoder_vars = {
         "params": state.params["encoder"],
         "batch_stats": state.batch_stats["encoder"],
@@ -216,12 +225,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     return summary
 
 
-def _check_finite(state: steps.TrainState) -> None:
-    bad = int(state.nonfinite_step)
+def _check_finite(state: steps.TrainState, ckpt: checkpoint.Checkpointer) -> None:
+    bad = int(state.nonfinite_step)  # the 0-based index of the step; metrics count from 1
     if bad >= 0:
-        raise NonFiniteLossError(
-            f"the loss became non-finite at step {bad}; the update was skipped and the last "
-            "good checkpoint is kept. Lower train.base_lr or check the data."
+        raise NonFiniteLossError.at(
+            "pretraining", bad + 1, ckpt.latest_step(), "Lower train.base_lr or check the data."
         )
 
 
@@ -238,7 +246,6 @@ def _representation_stats(features: jax.Array, z: jax.Array) -> dict[str, jax.Ar
 
 
 def _log(writer, state, metrics, params0, step, epoch, batch_size, last) -> dict[str, Any]:
-    _check_finite(state)
     now = time.perf_counter()
     images_per_s = (step - last["step"]) * batch_size / max(now - last["time"], 1e-9)
     last.update(time=now, step=step)
@@ -300,7 +307,7 @@ def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, outputs
     if every and (epoch % every == 0 or done):
         out = _monitor(config, epoch, step, writer, outputs(), data)
     if epoch % config.checkpoint.every_epochs == 0 or done:
-        _check_finite(state)
+        _check_finite(state, ckpt)
         ckpt.save(step, state)
     return out
 

@@ -24,15 +24,25 @@ random init as for every other method. OUT (default ROOT/report) receives:
 """
 
 import argparse
-import json
+import logging
 import math
 import pathlib
+import sys
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ssljax import stats, writers
+from ssljax import errors, stats
+from ssljax.errors import DataError
+from ssljax.report_runs import (  # noqa: F401  (re-exported: callers use report.X)
+    PRETRAIN_METHODS,
+    RANDOM,
+    SCORES_FILE,
+    collect,
+    dataset_label,
+)
 from ssljax.report_tables import (  # noqa: F401  (re-exported: callers use report.X)
     INTRO,
     MEDMNIST_V2_RESNET18_28,
@@ -45,95 +55,8 @@ from ssljax.report_tables import (  # noqa: F401  (re-exported: callers use repo
     write_runs_csv,
 )
 
-PRETRAIN_METHODS = ("barlow_twins", "simclr")
 PROTOCOL_ORDER = ("finetune", "linear", "knn")
-RANDOM = "random"
-SCORES_FILE = "test_scores.npz"
 KEY_FIELDS = ("dataset", "model", "protocol", "method", "label_fraction")
-
-
-def dataset_label(name: str, size: int) -> str:
-    """'breastmnist' at 28 px, 'breastmnist_64' otherwise (the sweep's naming)."""
-    return name if size == 28 else f"{name}_{size}"
-
-
-def _finite(x) -> float | None:
-    return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _optional_fields(r: dict[str, Any], path: pathlib.Path) -> dict[str, Any]:
-    """Fields newer runs write; None where a run predates them."""
-    low = (r.get("selection") or {}).get("low_label_val") or {}
-    values = [_finite(low[s][m]) for s in ("val", "test") for m in ("acc", "auc")] if low else []
-    # A small val subset can lack a class: without its AUC nothing can be selected on it.
-    low_values = values if values and None not in values else [None] * 4
-    base_lr = (r.get("train") or {}).get("base_lr")
-    scores = path.parent / SCORES_FILE
-    return {
-        "task": r.get("task"),
-        "base_lr": None if base_lr is None else float(base_lr),
-        "low_n_val": low.get("n_val") if low_values[0] is not None else None,
-        "low_val_auc": low_values[1],
-        "low_test_acc": low_values[2],
-        "low_test_auc": low_values[3],
-        "scores_file": str(scores) if scores.is_file() else None,
-    }
-
-
-def _run_record(path: pathlib.Path) -> dict[str, Any]:
-    r = json.loads(path.read_text())
-    try:
-        init = r["init"]
-        method = RANDOM if init["kind"] == "random" else init.get("method", "pretrained")
-        return {
-            "workdir": str(path.parent),
-            "dataset": dataset_label(r["dataset"], r["size"]),
-            "size": r["size"],
-            "model": f"{r['model']['name']} w{r['model']['width']}",
-            "protocol": r["protocol"],
-            "method": method,
-            "label_fraction": float(r["label_fraction"]),
-            "n_labelled": int(r["n_labelled"]),
-            "seed": int(r["seed"]),
-            "test_acc": float(r["test"]["acc"]),
-            "test_auc": float(r["test"]["auc"]),
-            "val_acc": float(r["val"]["acc"]),
-            "val_auc": float(r["val"]["auc"]),
-            **_optional_fields(r, path),
-        }
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{path} is not an ssljax results.json (field {e})") from e
-
-
-def collect(paths: Sequence[str | pathlib.Path]) -> tuple[list[dict], list[dict]]:
-    """(evaluation runs, pretraining runs) found under `paths` (run folders or roots).
-
-    An evaluation run is a results.json record (flattened); a pretraining run is
-    {workdir, dataset, method, seed, records (its metrics.jsonl)}.
-    """
-    # resolved path -> the path as found (relative paths stay relative in the report)
-    results: dict[pathlib.Path, pathlib.Path] = {}
-    configs: dict[pathlib.Path, pathlib.Path] = {}
-    for p in map(pathlib.Path, paths):
-        if not p.is_dir():
-            raise FileNotFoundError(f"{p} is not a folder of ssljax runs")
-        results.update((q.resolve(), q) for q in p.rglob("results.json"))
-        configs.update((q.resolve(), q) for q in p.rglob(writers.CONFIG_FILE))
-    evals = [_run_record(results[q]) for q in sorted(results)]
-    pretrains = []
-    for q in map(configs.get, sorted(configs)):
-        c = json.loads(q.read_text())
-        if c.get("method") in PRETRAIN_METHODS:
-            pretrains.append(
-                {
-                    "workdir": str(q.parent),
-                    "dataset": dataset_label(c["data"]["name"], c["data"]["size"]),
-                    "method": c["method"],
-                    "seed": c["seed"],
-                    "records": writers.read_metrics(q.parent),
-                }
-            )
-    return evals, pretrains
 
 
 def _best(runs: Sequence[dict[str, Any]], score: str) -> dict[str, Any] | None:
@@ -149,7 +72,7 @@ def select(evals: Sequence[dict[str, Any]], score: str = "val_auc") -> dict[tupl
     selected alike. Keys without a run that has `score` are left out.
 
     Raises:
-      ValueError: when two runs share a row, a seed and a learning rate (or lack one),
+      DataError: when two runs share a row, a seed and a learning rate (or lack one),
         naming both folders.
     """
     candidates: dict[tuple, dict[int, list[dict[str, Any]]]] = {}
@@ -158,7 +81,7 @@ def select(evals: Sequence[dict[str, Any]], score: str = "val_auc") -> dict[tupl
         runs = candidates.setdefault(key, {}).setdefault(r["seed"], [])
         for other in runs:
             if None in (r["base_lr"], other["base_lr"]) or r["base_lr"] == other["base_lr"]:
-                raise ValueError(
+                raise DataError(
                     f"two runs of {key} with seed {r['seed']}: "
                     f"{other['workdir']} and {r['workdir']}; report them separately"
                 )
@@ -197,11 +120,16 @@ def paired(
     return out
 
 
-def _load_scores(path: str, cache: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(scores float32 [N, C], labels [N] or [N, L]) of a run's test_scores.npz."""
+def _load_scores(path: str, cache: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """(scores float32 [N, C], labels [N] or [N, L]) of a run's test_scores.npz; None, with a
+    warning naming it, when it cannot be read."""
     if path not in cache:
-        with np.load(path) as f:
-            cache[path] = (f["scores"], f["labels"])
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                cache[path] = (f["scores"], f["labels"])
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            logging.warning("%s cannot be read (%s): no bootstrap interval with it", path, e)
+            cache[path] = None
     return cache[path]
 
 
@@ -217,6 +145,8 @@ def bootstrap(
     if len({r["task"] for r in runs}) != 1 or runs[0]["task"] is None:
         return None
     loaded = [_load_scores(r["scores_file"], cache) for r in runs]
+    if None in loaded:
+        return None
     labels = loaded[0][1]
     if any(lab.shape != labels.shape or not np.array_equal(lab, labels) for _, lab in loaded):
         return None
@@ -272,7 +202,7 @@ def aggregate(
     records it).
 
     Raises:
-      ValueError: when two runs share a row, a seed and a learning rate (naming both).
+      DataError: when two runs share a row, a seed and a learning rate (naming both).
     """
     groups, low = select(evals), select(evals, "low_val_auc")
     tried: dict[tuple, set] = {}
@@ -311,7 +241,11 @@ def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
 
     evals, pretrains = collect(roots)
     if not evals and not pretrains:
-        raise FileNotFoundError(f"no results.json or pretraining run under {roots}")
+        where = ", ".join(map(str, roots))
+        raise DataError(
+            f"no ssljax runs under {where}: a run's folder holds results.json (an evaluation) "
+            "or config.json and metrics.jsonl (a pretraining run)"
+        )
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(evals, n_boot=n_boot)
     chosen = {r["workdir"] for by_seed in select(evals).values() for r in by_seed.values()}
@@ -377,6 +311,7 @@ def make_report(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """The command line; a problem with the runs ends in one line `error: ...` (exit 1)."""
     parser = argparse.ArgumentParser(
         prog="python -m ssljax.report", description=__doc__.split("\n")[0]
     )
@@ -386,9 +321,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--no-model-plots", action="store_true", help="skip figures that load models"
     )
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--verbose", action="store_true", help="print tracebacks of errors")
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(levelname)s: %(message)s")
     out = pathlib.Path(args.out) if args.out else pathlib.Path(args.roots[0]) / "report"
-    paths, rows = _report(args.roots, out, not args.no_model_plots, args.n_boot)
+    try:
+        paths, rows = _report(args.roots, out, not args.no_model_plots, args.n_boot)
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - bugs are re-raised
+        sys.exit(errors.report_failure(e, None, "from the start", args.verbose))
     print(markdown_tables(rows))
     for name, path in paths.items():
         print(f"{name}: {path}")

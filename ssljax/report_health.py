@@ -17,6 +17,7 @@ Runs made before a value was logged show '–' for it; nothing here raises on a 
 
 import csv
 import json
+import logging
 import math
 import pathlib
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from ssljax import plots, writers  # noqa: E402
 from ssljax.diagnostics import BARELY_MOVED_CONV  # noqa: E402
+from ssljax.errors import DataError  # noqa: E402
 from ssljax.report_plots import METHOD_STYLE  # noqa: E402
 from ssljax.report_tables import method_label  # noqa: E402
 
@@ -90,8 +92,13 @@ def load_finetune(evals: Sequence[dict[str, Any]], chosen: set[str]) -> list[dic
         if r["protocol"] != FINETUNE or r["workdir"] not in chosen:
             continue
         res = json.loads((pathlib.Path(r["workdir"]) / "results.json").read_text())
+        try:
+            records = writers.read_metrics(r["workdir"])
+        except DataError as e:
+            logging.warning("no fine-tuning curve for %s: %s", r["workdir"], e)
+            records = []
         points = {}
-        for m in writers.read_metrics(r["workdir"]):
+        for m in records:
             epoch, auc = _number(m.get("epoch")), _number(m.get("val_auc"))
             if epoch is not None and auc is not None:
                 points[int(epoch)] = auc

@@ -251,7 +251,8 @@ def cross_correlation(
     fns = pretrain.build(config, train_images.shape[1:], steps_per_epoch, parallel.make_mesh())
     init_key, train_key = steps.derive_keys(config.seed)
     fresh = fns.init(init_key)
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
+    # Only read: the run may be live, and the report changes nothing in a workdir.
+    ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep, repair=False)
     try:
         restored = ckpt.restore_latest(fresh)
     finally:

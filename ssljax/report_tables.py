@@ -5,6 +5,7 @@ Everything here formats rows that `ssljax.report.aggregate` computed; no number 
 
 import csv
 import json
+import logging
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -251,7 +252,11 @@ def sweep_lines(roots: Sequence[str | pathlib.Path]) -> list[str]:
     for root in roots:
         path = pathlib.Path(root) / "sweep.json"
         if path.exists():
-            s = json.loads(path.read_text())
+            try:
+                s = json.loads(path.read_bytes())
+            except ValueError as e:
+                logging.warning("%s is not JSON (%s): the report leaves it out", path, e)
+                continue
             env = s.get("environment", {})
             lines += [
                 f"Sweep `{s['command']}`: {s['counts']} in {s['wall_s'] / 60:.1f} min on "

@@ -4,14 +4,12 @@ import math
 
 import ml_collections
 
+from ssljax.errors import ConfigError
+
 PRETRAIN_METHODS = ("barlow_twins", "simclr")
 EVAL_METHODS = ("finetune", "linear", "knn")
 DTYPES = ("float32", "bfloat16", "float16")
 SCHEDULES = ("cosine", "step", "constant")
-
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key."""
 
 
 def _require(ok: bool, key: str, value: object, why: str) -> None:

@@ -1,18 +1,24 @@
 """What a run writes for people: metrics.jsonl, TensorBoard events, a progress bar, JSON files.
 
 Only process 0 writes; on other processes every method is a no-op, so loops call them
-unconditionally.
+unconditionally. JSON files are replaced atomically; metrics.jsonl is appended a line at a
+time, so a run killed mid-write (kill -9, a full disk) can leave half a last line: reading
+drops it with a warning, and a resumed run rewrites the file without it.
 """
 
 import json
+import logging
 import math
 import os
 import pathlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 import jax
 import tqdm
+
+from ssljax.errors import DataError, WorkdirError
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -20,15 +26,39 @@ CONFIG_FILE = "config.json"
 RESUMABLE_CHANGES = ("log.", "data.root", "data.download", "distributed.", "eval.batch_size")
 
 
+def atomic_write(path: str | pathlib.Path, write: Callable[[BinaryIO], None]) -> None:
+    """Calls write(file) on a temporary file beside `path`, syncs it, then renames it over
+    `path`: a crash leaves the old file or the new one, never half of one."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: str | pathlib.Path, obj: Any) -> None:
-    """Writes JSON atomically (temporary file, then rename), process 0 only."""
+    """Writes JSON atomically (`atomic_write`), process 0 only."""
     if jax.process_index() != 0:
         return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_json(path: str | pathlib.Path) -> Any:
+    """The JSON in `path`; DataError naming the file when it is not JSON."""
+    path = pathlib.Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except ValueError as e:
+        raise DataError(f"{path} is not valid JSON ({e}): it is damaged or was edited") from e
 
 
 def _jsonable(x: Any) -> Any:
@@ -53,30 +83,55 @@ def check_config_matches(workdir: str | pathlib.Path, config: dict[str, Any]) ->
     Args:
       config: the new run's config as JSON-compatible dicts (tuples as lists).
     Raises:
-      ValueError naming the keys that differ from `workdir/config.json`.
+      WorkdirError: naming the keys that differ from `workdir/config.json`.
+      DataError: `workdir/config.json` is not JSON.
     """
     path = pathlib.Path(workdir) / CONFIG_FILE
     if not path.exists():
         return
-    old, new = _flatten(json.loads(path.read_text())), _flatten(config)
+    old, new = _flatten(read_json(path)), _flatten(config)
     diffs = [
         k
         for k in sorted(old.keys() | new.keys())
         if not k.startswith(RESUMABLE_CHANGES) and old.get(k) != new.get(k)
     ]
     if diffs:
-        raise ValueError(
+        raise WorkdirError(
             f"{workdir} holds a run with a different config ({', '.join(diffs)} differ). "
             "Use a new --workdir, or the original config to resume."
         )
 
 
 def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl (empty when it has none)."""
+    """All records of a run's metrics.jsonl (empty when it has none).
+
+    A last line that is not JSON was cut short by a run that died while writing it: it is
+    dropped, with a warning naming the file.
+
+    Raises:
+      DataError: naming the file and line, when a line before the last is not JSON.
+    """
     path = pathlib.Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(i, line) for i, line in enumerate(path.read_bytes().splitlines(), 1) if line.strip()]
+    records = []
+    for i, line in lines:
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            records.append(record)
+        except ValueError as e:
+            if i != lines[-1][0]:
+                raise DataError(
+                    f"{path}, line {i}, is not JSON ({e}): the file was edited or damaged. "
+                    "Fix or delete that line"
+                ) from e
+            logging.warning(
+                "%s: dropped its last line, cut short when the run writing it stopped", path
+            )
+    return records
 
 
 class MetricWriter:
@@ -144,11 +199,30 @@ class MetricWriter:
             self._bar.write(text)
 
     def close(self) -> None:
+        """Closes metrics.jsonl, then TensorBoard's file; raises the first error (a full disk)."""
         if not self.enabled:
             return
         self._bar.close()
-        self._tb.close()
-        self._file.close()
+        try:
+            self._file.close()
+        finally:
+            _close_tensorboard(self._tb)
+
+
+def _close_tensorboard(tb: Any) -> None:
+    """Closes a tensorboardX SummaryWriter. When its last flush fails (a full disk), its
+    thread is stopped and it is marked closed: left as it is, its exit hook flushes again
+    and prints tracebacks after the failure's one line."""
+    try:
+        tb.close()
+    except OSError:
+        events = getattr(getattr(tb, "file_writer", None), "event_writer", None)
+        worker = getattr(events, "_worker", None)
+        if worker is not None:
+            worker.stop()
+        if events is not None:
+            events._closed = True
+        raise
 
 
 def _scalar(v: Any) -> Any:

@@ -5,6 +5,8 @@ XLA_FLAGS must be set before JAX is imported anywhere, which is why it lives her
 
 import os
 import pathlib
+import subprocess
+import sys
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -33,3 +35,60 @@ def data_dir() -> pathlib.Path:
     if not (SHARED_DATA / "breastmnist.npz").exists():
         pytest.fail(f"real MedMNIST files not found in {SHARED_DATA}; set SSLJAX_TEST_DATA_DIR")
     return SHARED_DATA
+
+
+# Takes the lock on argv[1], says so, and sleeps until killed.
+HOLDER = (
+    "import sys, time\n"
+    "from ssljax import workdirs\n"
+    "with workdirs.lock(sys.argv[1]):\n"
+    "    print('locked', flush=True)\n"
+    "    time.sleep(120)\n"
+)
+
+
+@pytest.fixture
+def start_holder():
+    """start(workdir) -> a process holding `workdir`'s lock (once it holds it); killed at
+    the end of the test."""
+    procs = []
+
+    def start(workdir: pathlib.Path) -> subprocess.Popen:
+        procs.append(_start_holder(workdir))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def _start_holder(workdir: pathlib.Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(workdir)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    line = proc.stdout.readline()
+    assert line.strip() == "locked", proc.stderr.read()
+    return proc
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process cannot write in (read-only mount when running as root)."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("running as root without mount: no folder root cannot write in")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

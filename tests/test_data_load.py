@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from ssljax import errors
 from ssljax.data import download, load, registry
 
 # Class counts per split, from the real files (NumPy bincount of the raw labels).
@@ -79,8 +80,20 @@ def test_foreign_files_name_file_and_problem(tmp_path):
 
     text = tmp_path / "notes.npz"
     text.write_text("not an archive")
-    with pytest.raises(ValueError, match=f"{text}: cannot be read"):
+    with pytest.raises(errors.DataError, match=rf"{text}: is not a \.npz \(zip\) file"):
         load.load_npz(text, task=registry.BINARY)
+
+
+def test_pickled_object_array_is_refused_as_such(tmp_path):
+    path = tmp_path / "objects.npz"
+    arrays = write_npz(path)
+    arrays["val_labels"] = np.array([{"label": 0}] * 4, dtype=object)
+    np.savez(path, **arrays)
+    with pytest.raises(errors.DataError) as e:
+        load.load_npz(path, task=registry.MULTI_CLASS)
+    assert str(e.value).startswith(
+        f"{path}: val_labels holds pickled Python objects, which ssljax does not load"
+    )
 
 
 def write_npz(path, *, images_dtype=np.uint8, shape=(8, 8), channels=3, labels=None):
@@ -156,7 +169,7 @@ def test_config_errors(tmp_path, data_dir):
     write_npz(path)
     with pytest.raises(ValueError, match="needs data.task set to one of"):
         load.load_dataset(data_config(path=str(path)))
-    with pytest.raises(FileNotFoundError, match="data.path="):
+    with pytest.raises(errors.ConfigError, match="data.path="):
         load.load_dataset(data_config(path=str(tmp_path / "nope.npz"), task="binary-class"))
     with pytest.raises(ValueError, match="contradicts breastmnist's task"):
         load.load_dataset(

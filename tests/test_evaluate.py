@@ -245,7 +245,7 @@ def test_no_encoder_in_init_workdir(tmp_path):
     empty = tmp_path / "not_pretrained"
     empty.mkdir()
     config = eval_config("finetune", init=empty)
-    with pytest.raises(FileNotFoundError, match="no pretrained encoder in .*not_pretrained"):
+    with pytest.raises(validation.ConfigError, match="no pretrained encoder in .*not_pretrained"):
         evaluate.run(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

@@ -1,8 +1,14 @@
 """launch.py as a user runs it: the augmentation preview and clear start-up errors."""
 
+import os
 import pathlib
+import signal
 import subprocess
 import sys
+import time
+
+import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -47,3 +53,146 @@ def test_missing_dataset_offline_names_url_md5_and_folder(tmp_path):
     assert result.returncode != 0
     assert "dermamnist.npz" in result.stderr and "zenodo" in result.stderr.lower()
     assert "md5" in result.stderr.lower()
+
+
+def _one_line(result: subprocess.CompletedProcess, status: int = 1) -> str:
+    """The single stderr line of a run that failed as a user's mistake should."""
+    assert result.returncode == status, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+BARLOW = "--config=configs/barlow.py:breastmnist"
+
+
+def test_empty_workdir_is_refused():
+    line = _one_line(_launch(BARLOW, "--workdir="))
+    assert line == "error: --workdir is empty: name a folder for the run's outputs, e.g. " + (
+        "--workdir=runs/my_run"
+    )
+
+
+def test_workdir_that_is_a_file_is_refused_after_expanding_tilde(tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    result = subprocess.run(
+        [sys.executable, "launch.py", BARLOW, "--workdir=~/notes.txt"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert _one_line(result) == (
+        f"error: --workdir {mine} is a file, not a folder: choose another --workdir, or move "
+        "the file away"
+    )
+    assert mine.read_text() == "mine" and not (REPO / "~").exists()
+
+
+def test_unwritable_workdir_is_refused(unwritable):
+    line = _one_line(_launch(BARLOW, f"--workdir={unwritable / 'run'}"))
+    assert line.startswith(f"error: --workdir {unwritable / 'run'}: this user cannot create")
+
+
+def _npz_with_objects(path: pathlib.Path) -> None:
+    arrays = {}
+    for split, n in (("train", 12), ("val", 4), ("test", 4)):
+        arrays[f"{split}_images"] = np.zeros((n, 28, 28), np.uint8)
+        arrays[f"{split}_labels"] = np.array([[{"label": 0}]] * n, dtype=object)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("content", ["text", "objects"])
+def test_bad_npz_is_one_line_and_leaves_no_workdir(tmp_path, content):
+    path = tmp_path / "mine.npz"
+    if content == "text":
+        path.write_text("image,label\n")
+        expected = f"error: {path}: is not a .npz (zip) file"
+    else:
+        _npz_with_objects(path)
+        expected = f"error: {path}: train_labels, val_labels, test_labels hold pickled Python"
+    line = _one_line(
+        _launch(
+            BARLOW,
+            f"--workdir={tmp_path / 'run'}",
+            f"--config.data.path={path}",
+            "--config.data.task=binary-class",
+        )
+    )
+    assert line.startswith(expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_finished_workdir_with_another_config_is_refused(tmp_path):
+    from configs import knn
+
+    config = knn.get_config("breastmnist")
+    config.eval.knn_k = 5
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    (tmp_path / "results.json").write_text("{}")
+    line = _one_line(_launch("--config=configs/knn.py:breastmnist", f"--workdir={tmp_path}"))
+    assert line == (
+        f"error: {tmp_path} holds a run with a different config (eval.knn_k differ). Use a "
+        "new --workdir, or the original config to resume."
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "config.json", "results.json"]
+
+
+def test_second_run_on_a_workdir_in_use_stops_at_once(tmp_path, start_holder):
+    holder = start_holder(tmp_path)
+    start = time.perf_counter()
+    line = _one_line(_launch(BARLOW, f"--workdir={tmp_path}"))
+    assert line.startswith(f"error: {tmp_path} is in use by another ssljax run (PID {holder.pid}")
+    assert time.perf_counter() - start < 60  # JAX's import; nothing is loaded or compiled
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+
+
+def test_ctrl_c_says_where_the_run_resumes(tmp_path):
+    command = [sys.executable, "launch.py", "--config=configs/knn.py:breastmnist"]
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    lock = workdir / ".lock"
+    proc = subprocess.Popen(
+        [*command, f"--workdir={workdir}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not lock.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    assert _one_line(result, status=130) == (
+        f"interrupted: run the same command to resume {workdir} from the start (it has no "
+        "checkpoint yet)"
+    )
+
+
+def test_init_workdir_of_another_width_is_one_line(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from ssljax import checkpoint, models
+
+    encoder = models.make_encoder("resnet18", 2, "auto", 28, "float32", False)
+    init = jax.jit(lambda key: encoder.init(key, jnp.zeros((1, 28, 28, 1)), train=False))
+    checkpoint.save_encoder(tmp_path / "pretrained", init(jax.random.key(0)))
+    line = _one_line(
+        _launch(
+            "--config=configs/linear.py:breastmnist",
+            f"--workdir={tmp_path / 'run'}",
+            f"--config.init.workdir={tmp_path / 'pretrained'}",
+            "--config.model.width=4",
+        )
+    )
+    assert line.startswith(
+        f"error: the encoder in {tmp_path / 'pretrained'} does not match this config "
+        "(model.name=resnet18, model.width=4, 1 input channel(s), 28 px)."
+    )
+    assert not (tmp_path / "run").exists()

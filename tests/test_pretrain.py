@@ -144,10 +144,28 @@ def test_uncommitted_or_damaged_checkpoints_are_skipped(tmp_path):
     assert step == 3
     np.testing.assert_array_equal(restored["w"], state["w"])
     assert (tmp_path / "checkpoints" / "9.incomplete-0").is_dir()
+    assert (tmp_path / "checkpoints" / "7.damaged-0").is_dir()
 
 
 def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(**{"log.monitor_every_epochs": 0, "log.every_steps": 4})
+
+    def nan_loss(c):
+        def loss(z1, z2):
+            value, aux = pretrain.METHODS["simclr"][0](c)(z1, z2)
+            return value * jax.numpy.nan, aux
+
+        return loss
+
+    barlow_twins = pretrain.METHODS["barlow_twins"]
+    monkeypatch.setitem(pretrain.METHODS, "barlow_twins", (nan_loss, False))
+    # From the first step, before any checkpoint: steps count from 1, as metrics.jsonl does.
+    with pytest.raises(pretrain.NonFiniteLossError) as e:
+        pretrain.run(config, tmp_path)
+    assert "non-finite at step 1;" in str(e.value)
+    assert "no checkpoint was written yet" in str(e.value) and "kept" not in str(e.value)
+    monkeypatch.setitem(pretrain.METHODS, "barlow_twins", barlow_twins)
+
     saves = []
     original_save = checkpoint.Checkpointer.save
 
@@ -162,16 +180,11 @@ def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(checkpoint.Checkpointer, "save", original_save)
     before = (tmp_path / "checkpoints" / "8").stat().st_mtime_ns
 
-    def nan_loss(c):
-        def loss(z1, z2):
-            value, aux = pretrain.METHODS["simclr"][0](c)(z1, z2)
-            return value * jax.numpy.nan, aux
-
-        return loss
-
     monkeypatch.setitem(pretrain.METHODS, "barlow_twins", (nan_loss, False))
-    with pytest.raises(pretrain.NonFiniteLossError, match="at step 8"):
+    with pytest.raises(pretrain.NonFiniteLossError) as e:
         pretrain.run(config, tmp_path)
+    assert "non-finite at step 9;" in str(e.value)  # the first step after the checkpoint
+    assert "the last good checkpoint (step 8) is kept" in str(e.value)
     assert saves == [8]
     assert checkpoint.committed_steps(tmp_path / "checkpoints") == [8]
     assert (tmp_path / "checkpoints" / "8").stat().st_mtime_ns == before

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ssljax import losses, metrics, report, report_plots, report_tables
+from ssljax import errors, losses, metrics, report, report_plots, report_tables
 from ssljax import stats as stats_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -399,8 +399,46 @@ def test_duplicate_seed_is_an_error(tmp_path):
 
 
 def test_no_runs_is_an_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no results.json"):
+    with pytest.raises(errors.DataError, match=f"no ssljax runs under {tmp_path}"):
         report.make_report(tmp_path)
+
+
+def _report_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ssljax.report", "--no-model-plots", "--n-boot=20", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_command_line_says_no_runs_in_one_line(tmp_path):
+    out = _report_cli(str(tmp_path))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        f"error: no ssljax runs under {tmp_path}: a run's folder holds results.json (an "
+        "evaluation) or config.json and metrics.jsonl (a pretraining run)"
+    ]
+    assert not (tmp_path / "report").exists()
+
+
+def test_unreadable_runs_are_left_out_with_their_names(tmp_path):
+    write_results(tmp_path)
+    write_pretraining_run(tmp_path, "barlow_twins", 0)
+    write_pretraining_run(tmp_path, "simclr", 0)
+    corrupt = tmp_path / "eval/knn/barlow_twins/f0.1-s0/results.json"
+    corrupt.write_text(corrupt.read_text()[:40])  # cut short
+    metrics = tmp_path / "pretrain/simclr-s0/metrics.jsonl"
+    metrics.write_text("{oops\n" + metrics.read_text())  # damaged before its last line
+    out = _report_cli(str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    warnings = out.stderr.splitlines()
+    assert len(warnings) == 2 and "Traceback" not in out.stderr
+    assert f"left out of the report: {corrupt} is not valid JSON" in warnings[0]
+    assert f"left out of the report: {metrics}, line 1, is not JSON" in warnings[1]
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "13 evaluation runs and 1 pretraining runs" in text
 
 
 def test_cross_correlation_matches_the_barlow_twins_loss():

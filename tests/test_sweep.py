@@ -237,3 +237,31 @@ def test_finished_cells_are_skipped_under_a_relative_or_absolute_root(tmp_path, 
     assert set(statuses(first).values()) == {"done"} and len(first["cells"]) == 5
     again = sweep.run_sweep(grid, tmp_path / "runs", progress=False, runner=runner)
     assert set(statuses(again).values()) == {"skipped"}, again["cells"]
+
+
+def _sweep_cli(*args: str) -> subprocess.CompletedProcess:
+    grid = f"--grid={REPO / 'experiments/grids/quickstart.py'}:tiny"
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", grid, "--noprogress", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_command_line_refuses_an_empty_root_in_one_line():
+    out = _sweep_cli("--root=")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        "error: --root is empty: name a folder for the run's outputs, e.g. --root=runs/my_run"
+    ]
+
+
+def test_command_line_refuses_a_root_in_use_in_one_line(tmp_path, start_holder):
+    holder = start_holder(tmp_path)
+    out = _sweep_cli(f"--root={tmp_path}")
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    [line] = out.stderr.splitlines()
+    assert line.startswith(f"error: {tmp_path} is in use by another ssljax run (PID {holder.pid}")
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]

@@ -11,6 +11,8 @@ from typing import Any
 
 import ml_collections
 
+from ssljax.errors import ConfigError
+
 
 def overrides(flat: Mapping[str, Any]) -> ml_collections.ConfigDict:
     """Dotted keys -> a nested ConfigDict: {'train.epochs': 5} -> train: {epochs: 5}.
@@ -27,9 +29,9 @@ def overrides(flat: Mapping[str, Any]) -> ml_collections.ConfigDict:
                 node[part] = ml_collections.ConfigDict()
             node = node[part]
             if not isinstance(node, ml_collections.ConfigDict):
-                raise ValueError(f"override {key!r}: {part!r} is a value, not a config section")
+                raise ConfigError(f"override {key!r}: {part!r} is a value, not a config section")
         if leaf in node and isinstance(node[leaf], ml_collections.ConfigDict):
-            raise ValueError(f"override {key!r}: {leaf!r} is a config section, not a value")
+            raise ConfigError(f"override {key!r}: {leaf!r} is a config section, not a value")
         node[leaf] = value
     return root
 

@@ -17,11 +17,12 @@ from typing import BinaryIO
 import tqdm
 
 from ssljax.data import registry
+from ssljax.errors import DataError
 
 _CHUNK = 1 << 20
 
 
-class DatasetDownloadError(RuntimeError):
+class DatasetDownloadError(DataError):
     """A dataset file is missing and could not be downloaded or verified."""
 
 

@@ -17,12 +17,16 @@ import ml_collections
 import numpy as np
 
 from ssljax.data import download, registry
+from ssljax.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 # What a damaged archive raises from np.load or from reading a member.
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
-# Builds the ValueError for a problem with the file being loaded.
-_Error = Callable[[str], ValueError]
+# The first bytes of a zip archive (an .npz) and of a single .npy array.
+_ZIP_MAGIC = b"PK\x03\x04"
+_NPY_MAGIC = b"\x93NUMPY"
+# Builds the DataError for a problem with the file being loaded.
+_Error = Callable[[str], DataError]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +101,9 @@ def load_npz(
       The Dataset, named `expected.name` or else the file's stem.
 
     Raises:
-      ValueError: the file is not a readable .npz archive, lacks a key, or holds arrays of
-        the wrong dtype, shape or label range; the message names the file and the problem.
+      DataError: the file is not a readable .npz archive, lacks a key, holds pickled Python
+        objects, or arrays of the wrong dtype, shape or label range; the message names the
+        file and the problem.
     """
     path = pathlib.Path(path)
     registry.check_task(task)
@@ -108,8 +113,8 @@ def load_npz(
         else ""
     )
 
-    def error(problem: str) -> ValueError:
-        return ValueError(f"{path}: {problem}.{hint}")
+    def error(problem: str) -> DataError:
+        return DataError(f"{path}: {problem}.{hint}")
 
     raw = _read_arrays(path, error)
     images = {s: _check_images(s, raw[f"{s}_images"], error) for s in SPLITS}
@@ -150,22 +155,51 @@ def load_npz(
 def _read_arrays(path: pathlib.Path, error: _Error) -> dict[str, np.ndarray]:
     """All six arrays of the archive, read into memory."""
     keys = [f"{s}_{kind}" for s in SPLITS for kind in ("images", "labels")]
+    with path.open("rb") as f:
+        magic = f.read(len(_NPY_MAGIC))
+    if magic.startswith(_NPY_MAGIC):
+        raise error("holds a single array (.npy), not an .npz archive")
+    if not magic.startswith(_ZIP_MAGIC):
+        raise error(
+            f"is not a .npz (zip) file (it starts with {magic[:4]!r}); save one with np.savez"
+        )
     try:
         archive = np.load(path, allow_pickle=False)
     except _READ_ERRORS as e:
-        raise error(f"cannot be read as an .npz archive ({type(e).__name__}: {e})") from e
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise error("holds a single array (.npy), not an .npz archive")
+        raise error(
+            f"cannot be read as an .npz archive: it is truncated or damaged "
+            f"({type(e).__name__}: {e})"
+        ) from e
     with archive:
         missing = [k for k in keys if k not in archive.files]
         if missing:
             raise error(
                 f"missing keys {missing} (found {archive.files}); a MedMNIST archive holds {keys}"
             )
+        pickled = [k for k in keys if _holds_objects(archive, k)]
+        if pickled:
+            verb = "holds" if len(pickled) == 1 else "hold"
+            raise error(
+                f"{', '.join(pickled)} {verb} pickled Python objects, which ssljax does not "
+                "load; save numeric arrays (uint8 images, integer labels)"
+            )
         try:
             return {k: archive[k] for k in keys}
         except _READ_ERRORS as e:
             raise error(f"is truncated or damaged ({type(e).__name__}: {e})") from e
+
+
+def _holds_objects(archive: np.lib.npyio.NpzFile, key: str) -> bool:
+    """Whether member `key` is an object array (pickled), from its .npy header alone; False
+    when the header cannot be read (reading the member then reports the damage)."""
+    readers = {(1, 0): np.lib.format.read_array_header_1_0}
+    readers[(2, 0)] = np.lib.format.read_array_header_2_0
+    try:
+        with archive.zip.open(f"{key}.npy") as f:
+            read = readers.get(np.lib.format.read_magic(f))
+            return read is not None and read(f)[2].hasobject
+    except _READ_ERRORS:
+        return False
 
 
 def _check_images(split: str, images: np.ndarray, error: _Error) -> np.ndarray:
@@ -241,19 +275,19 @@ def load_dataset(data_config: ml_collections.ConfigDict, progress: bool = True) 
     if data_config.path:
         path = pathlib.Path(data_config.path).expanduser()
         if data_config.task not in registry.TASKS:
-            raise ValueError(
+            raise ConfigError(
                 f"data.path={str(path)!r} needs data.task set to one of {registry.TASKS}; "
                 f"got data.task={data_config.task!r}"
             )
         if not path.is_file():
-            raise FileNotFoundError(f"data.path={str(path)!r} does not exist or is not a file")
+            raise ConfigError(f"data.path={str(path)!r} does not exist or is not a file")
         dataset = load_npz(path, task=data_config.task)
         if data_config.name not in registry.DATASETS:
             dataset = dataclasses.replace(dataset, name=data_config.name)
         return dataset
     info = registry.get_info(data_config.name)
     if data_config.task and data_config.task != info.task:
-        raise ValueError(
+        raise ConfigError(
             f"data.task={data_config.task!r} contradicts {info.name}'s task {info.task!r}; "
             "leave data.task empty for registry datasets"
         )

@@ -8,6 +8,8 @@ tests/test_data_registry.py checks that the two agree.
 import dataclasses
 from collections.abc import Mapping, Sequence
 
+from ssljax.errors import ConfigError
+
 BINARY = "binary-class"
 MULTI_CLASS = "multi-class"
 MULTI_LABEL = "multi-label, binary-class"
@@ -46,13 +48,13 @@ def file_name(name: str, size: int) -> str:
 def check_size(size: int) -> None:
     """Raises ValueError unless `size` is one of `SIZES`."""
     if size not in SIZES:
-        raise ValueError(f"data.size={size!r} is not a MedMNIST image size; use one of {SIZES}")
+        raise ConfigError(f"data.size={size!r} is not a MedMNIST image size; use one of {SIZES}")
 
 
 def check_task(task: str) -> None:
     """Raises ValueError unless `task` is one of the MedMNIST task strings `TASKS`."""
     if task not in TASKS:
-        raise ValueError(f"data.task={task!r} is not a MedMNIST task; use one of {TASKS}")
+        raise ConfigError(f"data.task={task!r} is not a MedMNIST task; use one of {TASKS}")
 
 
 def num_outputs(task: str, labels: Mapping[str, str] | Sequence[str]) -> int:
@@ -365,7 +367,7 @@ DATASETS: dict[str, DatasetInfo] = {info.name: info for info in _ALL}
 def get_info(name: str) -> DatasetInfo:
     """The registry entry of dataset `name` (e.g. 'pathmnist'); ValueError if unknown."""
     if name not in DATASETS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown MedMNIST dataset data.name={name!r}; valid names: {', '.join(DATASETS)}. "
             "For your own .npz in MedMNIST layout set data.path and data.task instead."
         )

@@ -25,8 +25,9 @@ import ml_collections
 import numpy as np
 
 import ssljax
-from ssljax import parallel, plots, validation, writers
+from ssljax import parallel, plots, validation, workdirs, writers
 from ssljax.data import load_dataset, subsets
+from ssljax.errors import ConfigError
 from ssljax.evaluate import finetune, frozen, setup
 
 RESULTS_FILE = "results.json"
@@ -49,12 +50,21 @@ PROTOCOLS = {"finetune": _finetune, "linear": _frozen(frozen.linear), "knn": _fr
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-    """Evaluates as `config.method` says; writes and returns the results record."""
+    """Evaluates as `config.method` says; writes and returns the results record.
+
+    `workdir` is checked (`workdirs.check`) and held (`workdirs.lock`) for the run; when
+    the run fails before writing anything, no folder is left behind.
+    """
     if config.method not in PROTOCOLS:
-        raise ValueError(f"config.method={config.method!r}: protocols are {list(PROTOCOLS)}")
+        raise ConfigError(f"config.method={config.method!r}: protocols are {list(PROTOCOLS)}")
     validation.validate(config)
+    workdir = workdirs.check(workdir, what="workdir")
+    with workdirs.lock(workdir):
+        return _evaluate(config, workdir)
+
+
+def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
     start = time.time()
-    workdir = pathlib.Path(workdir)
     json_config = json.loads(config.to_json_best_effort())
     # A fine-tuning run resumes from workdir's checkpoints: they must come from this config.
     writers.check_config_matches(workdir, json_config)
@@ -96,13 +106,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
         "test": full["test"],
         **out,
     }
-    writers.write_json(workdir / RESULTS_FILE, results)
     if jax.process_index() == 0:
-        np.savez(
-            workdir / TEST_SCORES_FILE,
-            scores=np.asarray(test_scores, np.float32),
-            labels=np.asarray(data.test.labels),
-        )
+        _save_scores(workdir / TEST_SCORES_FILE, test_scores, data.test.labels)
         plots.confusion_matrices(
             data.task,
             data.test.labels,
@@ -111,4 +116,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
             workdir / "confusion_test.png",
             title=f"{data.name} {config.method} ({init_info['kind']}), test",
         )
+    # Last: a results.json marks the run finished, for the sweep and the report.
+    writers.write_json(workdir / RESULTS_FILE, results)
     return results
+
+
+def _save_scores(path: pathlib.Path, scores: np.ndarray, labels: np.ndarray) -> None:
+    """test_scores.npz (scores float32 [N, C], labels [N] or [N, L]), written atomically."""
+    arrays = {"scores": np.asarray(scores, np.float32), "labels": np.asarray(labels)}
+    writers.atomic_write(path, lambda f: np.savez(f, **arrays))

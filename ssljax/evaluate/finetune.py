@@ -28,6 +28,7 @@ from ssljax import (
     writers,
 )
 from ssljax.data import batches
+from ssljax.errors import NonFiniteLossError
 from ssljax.evaluate import setup
 
 SELECTIONS = ("full_val", "low_label_val")
@@ -133,10 +134,12 @@ def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> d
             if step % steps_per_epoch:
                 continue
             epoch = step // steps_per_epoch
-            if int(state.nonfinite_step) >= 0:
-                raise FloatingPointError(
-                    f"fine-tuning loss became non-finite at step {int(state.nonfinite_step)}; "
-                    "lower train.base_lr."
+            if int(state.nonfinite_step) >= 0:  # 0-based; metrics.jsonl counts from 1
+                raise NonFiniteLossError.at(
+                    "fine-tuning",
+                    int(state.nonfinite_step) + 1,
+                    ckpt.latest_step(),
+                    "Lower train.base_lr.",
                 )
             stats = scoring_stats(state.params, state.batch_stats)
             probs = predict(state.params, stats, data.val)
@@ -158,8 +161,10 @@ def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> d
                 carry["state"] = state
                 ckpt.save(step, carry)
     finally:
-        ckpt.close()
-        writer.close()
+        try:
+            ckpt.close()
+        finally:  # also when the last save failed (a full disk)
+            writer.close()
     out: dict[str, Any] = {"selection": {}, "epochs": config.train.epochs}
     out["steps"] = total_steps
     for name, vi in subsets.items():

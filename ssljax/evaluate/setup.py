@@ -2,7 +2,6 @@
 budget checks, and the validation subset of a realistic low-label study."""
 
 import hashlib
-import json
 import pathlib
 from typing import Any
 
@@ -14,6 +13,7 @@ import optax
 
 from ssljax import checkpoint, models, steps, writers
 from ssljax.data import Dataset, registry, subsets
+from ssljax.errors import ConfigError, DataError
 
 # init.transfer -> what of a pretrained encoder is kept (the rest is the seed's random init).
 TRANSFERS = ("all", "batchnorm")
@@ -48,7 +48,7 @@ def check_classes(data: Dataset, labelled: np.ndarray) -> None:
             positives = np.asarray(y).sum(axis=0)
             for i in np.flatnonzero((positives == 0) | (positives == len(y))):
                 kind = "no positive" if positives[i] == 0 else "no negative"
-                raise ValueError(
+                raise DataError(
                     f"{data.name}: label {i} ({names[i]!r}) has {kind} example in the {split} "
                     "split, so its AUC is undefined. Every label needs both in val and test; "
                     "fix or drop that label in the data file."
@@ -63,7 +63,7 @@ def check_classes(data: Dataset, labelled: np.ndarray) -> None:
         counts = np.bincount(np.asarray(y).reshape(-1), minlength=len(names))
         empty = [f"{i} ({names[i]!r})" for i in np.flatnonzero(counts == 0)]
         if empty:
-            raise ValueError(
+            raise DataError(
                 f"{data.name}: class {', '.join(empty)} has no examples in the {split}. Every "
                 "class needs examples in train, val and test; fix or drop that class in the "
                 "data file."
@@ -87,8 +87,8 @@ def load_init(
     Returns:
       (variables {'params', 'batch_stats'} or None, a description for results.json).
     Raises:
-      FileNotFoundError: the folder holds no encoder export.
-      ValueError: the encoder's architecture, width or input channels differ from the config.
+      ConfigError: the folder holds no encoder export, or its architecture, width or input
+        channels differ from the config.
     """
     source = config.init.workdir
     if not source:
@@ -100,7 +100,7 @@ def load_init(
     )
     shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)  # noqa: E731
     init_config = _init_run_config(source)
-    theirs = json.loads(init_config.read_text()) if init_config.exists() else None
+    theirs = writers.read_json(init_config) if init_config.exists() else None
     if shapes(variables) != shapes(dict(expected)):
         used = ""
         if theirs is not None:
@@ -109,7 +109,7 @@ def load_init(
                 f"model.width={theirs['model']['width']} on {theirs['data']['name']} "
                 f"({theirs['data']['size']} px)."
             )
-        raise ValueError(
+        raise ConfigError(
             f"the encoder in {source} does not match this config (model.name="
             f"{config.model.name}, model.width={config.model.width}, {image_shape[-1]} input "
             f"channel(s), {image_shape[0]} px).{used} Set model.name and model.width as the "
@@ -117,7 +117,7 @@ def load_init(
         )
     transfer = config.init.transfer
     if transfer not in TRANSFERS:
-        raise ValueError(f"config.init.transfer={transfer!r}: must be one of {list(TRANSFERS)}")
+        raise ConfigError(f"config.init.transfer={transfer!r}: must be one of {list(TRANSFERS)}")
     info = {"workdir": str(source), "kind": "pretrained", "transfer": transfer}
     if theirs is not None:
         info["config_sha256"] = hashlib.sha256(init_config.read_bytes()).hexdigest()

@@ -1,0 +1,130 @@
+"""The report's runs: every evaluation (results.json) and pretraining run under some folders.
+
+A run that cannot be read (a results.json, config.json or metrics.jsonl that is not JSON,
+cut short or edited; a results.json without the fields ssljax writes) is left out with a
+warning naming the file, and the report is made of the others.
+"""
+
+import logging
+import math
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+from ssljax import writers
+from ssljax.errors import DataError
+
+PRETRAIN_METHODS = ("barlow_twins", "simclr")
+RANDOM = "random"
+SCORES_FILE = "test_scores.npz"
+RESULTS_FILE = "results.json"
+
+
+def dataset_label(name: str, size: int) -> str:
+    """'breastmnist' at 28 px, 'breastmnist_64' otherwise (the sweep's naming)."""
+    return name if size == 28 else f"{name}_{size}"
+
+
+def _finite(x) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _optional_fields(r: dict[str, Any], path: pathlib.Path) -> dict[str, Any]:
+    """Fields newer runs write; None where a run predates them."""
+    low = (r.get("selection") or {}).get("low_label_val") or {}
+    values = [_finite(low[s][m]) for s in ("val", "test") for m in ("acc", "auc")] if low else []
+    # A small val subset can lack a class: without its AUC nothing can be selected on it.
+    low_values = values if values and None not in values else [None] * 4
+    base_lr = (r.get("train") or {}).get("base_lr")
+    scores = path.parent / SCORES_FILE
+    return {
+        "task": r.get("task"),
+        "base_lr": None if base_lr is None else float(base_lr),
+        "low_n_val": low.get("n_val") if low_values[0] is not None else None,
+        "low_val_auc": low_values[1],
+        "low_test_acc": low_values[2],
+        "low_test_auc": low_values[3],
+        "scores_file": str(scores) if scores.is_file() else None,
+    }
+
+
+def _run_record(path: pathlib.Path) -> dict[str, Any]:
+    """A results.json, flattened; DataError naming it when it cannot be read."""
+    r = writers.read_json(path)
+    try:
+        init = r["init"]
+        method = RANDOM if init["kind"] == "random" else init.get("method", "pretrained")
+        return {
+            "workdir": str(path.parent),
+            "dataset": dataset_label(r["dataset"], r["size"]),
+            "size": r["size"],
+            "model": f"{r['model']['name']} w{r['model']['width']}",
+            "protocol": r["protocol"],
+            "method": method,
+            "label_fraction": float(r["label_fraction"]),
+            "n_labelled": int(r["n_labelled"]),
+            "seed": int(r["seed"]),
+            "test_acc": float(r["test"]["acc"]),
+            "test_auc": float(r["test"]["auc"]),
+            "val_acc": float(r["val"]["acc"]),
+            "val_auc": float(r["val"]["auc"]),
+            **_optional_fields(r, path),
+        }
+    except (KeyError, TypeError, ValueError) as e:
+        raise DataError(f"{path} is not an ssljax results.json (field {e})") from e
+
+
+def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
+    """The pretraining run whose config.json is `config_path`; None for an evaluation's."""
+    c = writers.read_json(config_path)
+    if not isinstance(c, dict) or c.get("method") not in PRETRAIN_METHODS:
+        return None
+    try:
+        dataset = dataset_label(c["data"]["name"], c["data"]["size"])
+        seed = c["seed"]
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{config_path} is not an ssljax config.json (field {e})") from e
+    return {
+        "workdir": str(config_path.parent),
+        "dataset": dataset,
+        "method": c["method"],
+        "seed": seed,
+        "records": writers.read_metrics(config_path.parent),
+    }
+
+
+def collect(paths: Sequence[str | pathlib.Path]) -> tuple[list[dict], list[dict]]:
+    """(evaluation runs, pretraining runs) found under `paths` (run folders or roots).
+
+    An evaluation run is a results.json record (flattened); a pretraining run is
+    {workdir, dataset, method, seed, records (its metrics.jsonl)}. Runs that cannot be read
+    are left out, each with a warning naming its file.
+
+    Raises:
+      DataError: a path is not a folder.
+    """
+    # resolved path -> the path as found (relative paths stay relative in the report)
+    results: dict[pathlib.Path, pathlib.Path] = {}
+    configs: dict[pathlib.Path, pathlib.Path] = {}
+    for p in map(pathlib.Path, paths):
+        if not p.is_dir():
+            raise DataError(f"{p} is not a folder: give the folder that holds the runs")
+        results.update((q.resolve(), q) for q in p.rglob(RESULTS_FILE))
+        configs.update((q.resolve(), q) for q in p.rglob(writers.CONFIG_FILE))
+    evals = [r for r in map(_readable(_run_record), map(results.get, sorted(results))) if r]
+    read = _readable(_pretraining_run)
+    pretrains = [r for r in map(read, map(configs.get, sorted(configs))) if r]
+    return evals, pretrains
+
+
+def _readable(read):
+    """`read`, returning None (after a warning naming the file) where it raises DataError."""
+
+    def attempt(path: pathlib.Path) -> dict[str, Any] | None:
+        try:
+            return read(path)
+        except DataError as e:
+            logging.warning("left out of the report: %s", e)
+            return None
+
+    return attempt
