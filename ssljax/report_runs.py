@@ -35,7 +35,8 @@ def _optional_fields(r: dict[str, Any], path: pathlib.Path) -> dict[str, Any]:
     values = [_finite(low[s][m]) for s in ("val", "test") for m in ("acc", "auc")] if low else []
     # A small val subset can lack a class: without its AUC nothing can be selected on it.
     low_values = values if values and None not in values else [None] * 4
-    base_lr = (r.get("train") or {}).get("base_lr")
+    # Only fine-tuning trains with a learning rate; frozen protocols' configs carry an unused one.
+    base_lr = (r.get("train") or {}).get("base_lr") if r.get("protocol") == "finetune" else None
     scores = path.parent / SCORES_FILE
     return {
         "task": r.get("task"),

@@ -98,7 +98,6 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
         "n_test": int(len(test_scores)),
         "seed": config.seed,
         "model": {"name": config.model.name, "width": config.model.width},
-        "train": {"base_lr": config.train.base_lr, "epochs": config.train.epochs},
         "bn_reestimated_on": int(min(config.eval.bn_images, len(data.train))),
         "ssljax_version": ssljax.__version__,
         "wall_time_s": round(time.time() - start, 2),
@@ -106,6 +105,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
         "test": full["test"],
         **out,
     }
+    if config.method == "finetune":  # the frozen protocols train nothing with a learning rate
+        results["train"] = {"base_lr": config.train.base_lr, "epochs": config.train.epochs}
     if jax.process_index() == 0:
         _save_scores(workdir / TEST_SCORES_FILE, test_scores, data.test.labels)
         plots.confusion_matrices(
