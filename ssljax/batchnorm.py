@@ -79,8 +79,7 @@ def reestimate(
     """
     n = len(images)
     devices = mesh.devices.size
-    if n < batch_size:
-        batch_size = n - n % devices
+    batch_size = min(batch_size, images_used(n, batch_size, devices))
     if batch_size < max(devices, 2):
         raise ValueError(f"{n} images cannot re-estimate BatchNorm statistics on {devices} devices")
     rows = parallel.process_rows(batch_size)
@@ -89,6 +88,13 @@ def reestimate(
         x = parallel.host_to_global(images[start : start + batch_size][rows], mesh)
         per_batch.append(jax.device_get(moments_fn(params, batch_stats, x)))
     return _pool(per_batch)
+
+
+def images_used(n: int, batch_size: int, devices: int = 1) -> int:
+    """How many of n images `reestimate` uses: its full batches (see there)."""
+    if n < batch_size:
+        return n - n % devices
+    return (n // batch_size) * batch_size
 
 
 def bn_images(train_images: np.ndarray, count: int) -> np.ndarray:

@@ -6,7 +6,7 @@ several learning rates (`train.base_lr`), each (dataset, model, protocol, method
 fraction, seed) keeps the run with the best val AUC (ties: the smaller learning rate), for
 random init as for every other method. OUT (default ROOT/report) receives:
 
-  report.md              a summary in words (gain / loss / no detectable difference, as the
+  report.md              a summary in words (gain / loss / inconclusive, as the
                          intervals allow); per dataset and model: test ACC and AUC, mean ±
                          std over seeds, for each protocol x label fraction x method; the gain
                          over random init paired by seed with its 95% t interval over seeds

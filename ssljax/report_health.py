@@ -42,6 +42,8 @@ HEALTH_TITLE = "## Pretraining health"
 # "step0" the value of the step-0 record (the monitor before any update).
 HEALTH_FIELDS = (
     ("final_loss", "loss", "end"),
+    ("param_norm_first", "param_norm", "first"),
+    ("param_norm_final", "param_norm", "end"),
     ("weight_change_conv", "weight_change/conv", "end"),
     ("weight_change_bn_scale", "weight_change/bn_scale", "end"),
     ("knn_auc_step0", "knn_auc", "step0"),
@@ -53,8 +55,12 @@ HEALTH_FIELDS = (
 )
 HEALTH_CSV_FIELDS = (
     "workdir", "dataset", "method", "seed", "steps",
-    *(f for f, _, _ in HEALTH_FIELDS), "barely_moved",
+    *(f for f, _, _ in HEALTH_FIELDS), "barely_moved", "warnings",
 )  # fmt: skip
+# Warning signs beside "barely moved" (the study of 2026-11-30 met all three with one recipe).
+NORM_GROWTH = 2.0  # parameter norm grew more than this factor: relative steps then shrink
+RANK_DROP = 0.5  # encoder features' RankMe fell below this share of the random encoder's
+KNN_DROP = 0.01  # kNN val AUC ended this far below the random encoder's
 _DPI = 110
 
 
@@ -249,12 +255,28 @@ def health_row(run: dict[str, Any]) -> dict[str, Any]:
     row = {k: run[k] for k in ("workdir", "dataset", "method", "seed")}
     row["steps"] = int(max(steps)) if steps else None
     for field, key, when in HEALTH_FIELDS:
-        mine = records if when == "end" else [r for r in records if r.get("step") == 0]
+        mine = [r for r in records if r.get("step") == 0] if when == "step0" else records
         values = [v for v in (_number(r.get(key)) for r in mine) if v is not None]
         row[field] = (values[-1] if when == "end" else values[0]) if values else None
     conv = row["weight_change_conv"]
     row["barely_moved"] = None if conv is None else conv < BARELY_MOVED_CONV
+    row["warnings"] = "; ".join(_warnings(row))
     return row
+
+
+def _warnings(row: dict[str, Any]) -> list[str]:
+    """Signs that a run that moved did not learn well: norm blow-up, rank and kNN falls."""
+    out = []
+    norm0, norm = row["param_norm_first"], row["param_norm_final"]
+    if norm0 and norm is not None and norm > NORM_GROWTH * norm0:
+        out.append(f"param norm x{norm / norm0:.1f}")
+    rank0, rank = row["features_rankme_step0"], row["features_rankme_final"]
+    if rank0 and rank is not None and rank < RANK_DROP * rank0:
+        out.append("feature rank fell")
+    knn0, knn = row["knn_auc_step0"], row["knn_auc_final"]
+    if knn0 is not None and knn is not None and knn < knn0 - KNN_DROP:
+        out.append("kNN below the random encoder")
+    return out
 
 
 def health_rows(pretrains: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -288,13 +310,20 @@ def health_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         "AUC and RankMe (projector embeddings, encoder features) at step 0 → at the end. "
         f"**barely moved**: final conv change below {BARELY_MOVED_CONV:g}, so the encoder is "
         "close to its random initialisation and its results are not those of a trained "
-        "one. '–': not logged by the run.",
+        "one. Warning signs of a run that moved without learning well: the parameter norm "
+        f"grew over {NORM_GROWTH:g}x (LARS steps are relative, so a growing norm freezes "
+        f"the kernels once the rate is clipped), the features' RankMe fell below "
+        f"{RANK_DROP:g}x the random encoder's, kNN val AUC ended below it. '–': not logged.",
         "",
         "| dataset | method | seed | steps | final loss | Δw conv | Δw BN scale "
         "| kNN val AUC | RankMe embedding | RankMe features | flag |",
         "|---|---|---:|---:|---:|---:|---:|---|---|---|---|",
     ]
     flags = {True: "**barely moved**", False: "", None: "not logged"}
+
+    def flag(r):
+        return "; ".join(f for f in (flags[r["barely_moved"]], r["warnings"]) if f)
+
     for r in rows:
         out.append(
             f"| {r['dataset']} | {method_label(r['method'])} | {r['seed']} "
@@ -302,7 +331,7 @@ def health_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"| {_fmt(r['weight_change_conv'], '.3g')} "
             f"| {_fmt(r['weight_change_bn_scale'], '.3g')} | {_arrow(r, 'knn_auc', '.3f')} "
             f"| {_arrow(r, 'embedding_rankme', '.1f')} | {_arrow(r, 'features_rankme', '.1f')} "
-            f"| {flags[r['barely_moved']]} |"
+            f"| {flag(r)} |"
         )
     return [*out, ""]
 

@@ -50,7 +50,7 @@ CSV_FIELDS = (
 )  # fmt: skip
 # Methods whose raw name says little; others are shown as they are named.
 _SHORT = {"barlow_twins": "BT", "simclr": "SimCLR"}
-VERDICTS = ("gain", "loss", "no detectable difference", "untested")
+VERDICTS = ("gain", "loss", "inconclusive", "untested")
 
 
 def method_label(method: str) -> str:
@@ -190,7 +190,7 @@ def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"Paired gains over random init (same seeds, so the same labelled subsets), "
         f"{'/'.join(map(str, seeds)) or 'no'} seeds per comparison, {level}% confidence. "
         f"'gain' (or 'loss') only where the t interval over seeds {both} above (below) 0; "
-        "otherwise 'no detectable difference'; 'untested' with fewer than 2 seeds or no "
+        "otherwise 'inconclusive'; 'untested' with fewer than 2 seeds or no "
         "random-init twin.",
         "",
     ]

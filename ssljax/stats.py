@@ -164,13 +164,15 @@ def verdict(t_interval: Interval | None, boot_interval: Interval | None = None) 
 
     'gain' / 'loss' when the t interval over seeds and the bootstrap interval over test images
     (where there is one) both lie entirely above / below 0; 'untested' without a t interval
-    (fewer than 2 seeds: one seed never carries a claim); else 'no detectable difference'.
+    of positive width (fewer than 2 seeds, or every seed's difference equal, as ACC's steps
+    of 1/N make likely: no spread was measured, so none can be excluded); else
+    'inconclusive'.
     """
-    if t_interval is None:
+    if t_interval is None or t_interval[0] == t_interval[1]:
         return "untested"
     present = [i for i in (t_interval, boot_interval) if i is not None]
     if all(i[0] > 0.0 for i in present):
         return "gain"
     if all(i[1] < 0.0 for i in present):
         return "loss"
-    return "no detectable difference"
+    return "inconclusive"

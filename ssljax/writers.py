@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import pathlib
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
@@ -234,3 +235,29 @@ def _scalar(v: Any) -> Any:
 def _fmt(v: Any) -> str:
     v = _scalar(v)
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def code_version() -> str:
+    """The git commit of the ssljax code that runs (+'-dirty' with uncommitted changes), or
+    its package version where it is not a git checkout: results name the code that made them."""
+    import ssljax  # noqa: PLC0415 - the package imports this module
+
+    root = pathlib.Path(ssljax.__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"ssljax {ssljax.__version__}"
+    return head + ("-dirty" if dirty else "")

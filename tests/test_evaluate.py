@@ -154,6 +154,9 @@ def test_end_to_end_breastmnist(protocol, init, fraction, request, tmp_path, sco
     }
     assert {k: results[k] for k in expected} == expected
     assert results["init"]["kind"] == init
+    # BatchNorm statistics from the full batches of 128 of the 546 train images; the code named.
+    assert results["bn_reestimated_on"] == 4 * BATCH
+    assert results["code"]
     if init == "pretrained":
         sha = hashlib.sha256((init_dir / "config.json").read_bytes()).hexdigest()
         assert results["init"]["config_sha256"] == sha

@@ -159,10 +159,13 @@ def test_markdown_and_csv(synthetic_report):
     # Up on 3 of 3 seeds, yet the t interval holds 0 (no bootstrap here): no claim.
     assert auc[0] < 0 < auc[1]
     claim = f"finetune 0.1 barlow_twins (+0.100, t {_iv(auc)}, 3 seeds)"
-    assert f"AUC no detectable difference: {claim}" in summary
+    assert f"AUC inconclusive: {claim}" in summary
     assert "gain: finetune 0.1 barlow_twins" not in summary
     assert "knn 0.1 barlow_twins (+0.150, t n/a, 1 seed)" in summary
-    assert "AUC untested: linear 1 barlow_twins (no random-init twin); knn" in summary
+    untested = next(line for line in summary.splitlines() if "AUC untested:" in line)
+    # Equal differences on both seeds: a zero-width t interval carries no claim.
+    assert "finetune 1 simclr (+0.010, t [+0.010, +0.010]" in untested
+    assert "linear 1 barlow_twins (no random-init twin); knn" in untested
     assert "no per-image test scores: t intervals alone" in summary
     assert "linear 1 barlow_twins (no random-init twin)" in summary
     with paths["csv"].open() as f:
@@ -181,7 +184,7 @@ def test_markdown_and_csv(synthetic_report):
     )
     assert (bt["gain_auc_boot_lo"], bt["verdict_auc"], bt["lr"]) == (
         "",
-        "no detectable difference",
+        "inconclusive",
         "",
     )
     assert table[("knn", "random", 0.1)]["acc_std"] == ""
@@ -319,7 +322,7 @@ def test_intervals_and_words_from_per_image_scores(scored_report):
     root, paths, written, rows = scored_report
     text = paths["markdown"].read_text()
     base = np.stack(_chosen(written, "random", "scores"))
-    words = {"barlow_twins": "gain", "simclr": "no detectable difference"}
+    words = {"barlow_twins": "gain", "simclr": "inconclusive"}
     words["barlow_twins:bn"] = "loss"
     for method, word in words.items():
         row = rows[method]

@@ -214,3 +214,21 @@ def test_only_old_runs_report(tmp_path):
     text = paths["markdown"].read_text()
     assert report_health.PLATEAU_TITLE in text
     assert "| breastmnist_64 | simclr | 3 | – | – |" in text
+
+
+def test_health_warns_of_norm_growth_rank_and_knn_falls():
+    records = [
+        {"step": 0, "knn_auc": 0.90, "features/rankme": 10.0},
+        {"step": 8, "loss": 2.0, "param_norm": 100.0, "weight_change/conv": 3.0},
+        {"step": 16, "loss": 1.0, "param_norm": 350.0, "weight_change/conv": 4.0},
+        {"step": 16, "knn_auc": 0.80, "features/rankme": 4.0},
+    ]
+    run = {"workdir": "w", "dataset": "d", "method": "barlow_twins", "seed": 0}
+    row = report_health.health_row({**run, "records": records})
+    assert row["warnings"] == "param norm x3.5; feature rank fell; kNN below the random encoder"
+    healthy = [
+        {"step": 0, "knn_auc": 0.80, "features/rankme": 10.0},
+        {"step": 8, "loss": 2.0, "param_norm": 100.0, "weight_change/conv": 0.3},
+        {"step": 8, "knn_auc": 0.85, "features/rankme": 12.0},
+    ]
+    assert report_health.health_row({**run, "records": healthy})["warnings"] == ""

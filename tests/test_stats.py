@@ -40,11 +40,13 @@ def test_excludes_zero_and_verdict():
     assert not stats.excludes_zero(None)
     assert stats.verdict((0.01, 0.2), (0.02, 0.1)) == "gain"
     assert stats.verdict((0.01, 0.2)) == "gain"  # no bootstrap: the t interval alone
-    assert stats.verdict((0.01, 0.2), (-0.01, 0.1)) == "no detectable difference"
+    assert stats.verdict((0.01, 0.2), (-0.01, 0.1)) == "inconclusive"
     assert stats.verdict((-0.2, -0.01), (-0.1, -0.02)) == "loss"
-    assert stats.verdict((-0.2, -0.01), (-0.1, 0.02)) == "no detectable difference"
+    assert stats.verdict((-0.2, -0.01), (-0.1, 0.02)) == "inconclusive"
     # One seed: no t interval, no claim, whatever the bootstrap says.
     assert stats.verdict(None, (0.1, 0.2)) == "untested"
+    # Equal differences on every seed (ACC moves in steps of 1/N): no spread, no claim.
+    assert stats.verdict((0.083, 0.083), (0.01, 0.2)) == "untested"
 
 
 def _pairwise_auc(positive, score):

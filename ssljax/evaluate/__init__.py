@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 import ssljax
-from ssljax import parallel, plots, validation, workdirs, writers
+from ssljax import batchnorm, parallel, plots, validation, workdirs, writers
 from ssljax.data import load_dataset, subsets
 from ssljax.errors import ConfigError
 from ssljax.evaluate import finetune, frozen, setup
@@ -98,7 +98,8 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
         "n_test": int(len(test_scores)),
         "seed": config.seed,
         "model": {"name": config.model.name, "width": config.model.width},
-        "bn_reestimated_on": int(min(config.eval.bn_images, len(data.train))),
+        "bn_reestimated_on": _bn_count(config, len(data.train), mesh.devices.size),
+        "code": writers.code_version(),
         "ssljax_version": ssljax.__version__,
         "wall_time_s": round(time.time() - start, 2),
         "val": full["val"],
@@ -120,6 +121,12 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
     # Last: a results.json marks the run finished, for the sweep and the report.
     writers.write_json(workdir / RESULTS_FILE, results)
     return results
+
+
+def _bn_count(config: ml_collections.ConfigDict, n_train: int, devices: int) -> int:
+    """How many train images BatchNorm statistics were re-estimated on (0: not re-estimated)."""
+    n = min(config.eval.bn_images, n_train)
+    return batchnorm.images_used(n, config.eval.batch_size, devices) if n else 0
 
 
 def _save_scores(path: pathlib.Path, scores: np.ndarray, labels: np.ndarray) -> None:
