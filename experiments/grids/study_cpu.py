@@ -12,7 +12,7 @@ statistics re-estimated on the train images before every scoring; and the ablati
 protocols. 1%, 10%, 100% of the labels; 5 evaluation seeds (label subsets, heads and
 fine-tuning), all from one pretraining run per method and dataset.
 
-Scaled to about an hour on 2 CPU cores: a width-16 ResNet-18 (1/4 of the standard
+Scaled to about two hours on 2 CPU cores: a width-16 ResNet-18 (1/4 of the standard
 channels), batch 128, the recipes' projectors; pretraining 100 epochs on BreastMNIST and 10
 on PneumoniaMNIST (the CPU's limit); fine-tuning for the same number of optimiser steps at
 every label budget and for both arms (epochs counted over the full train split: 12 x 9
