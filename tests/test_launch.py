@@ -150,9 +150,9 @@ def test_second_run_on_a_workdir_in_use_stops_at_once(tmp_path, start_holder):
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]
 
 
-def test_ctrl_c_says_where_the_run_resumes(tmp_path):
+def _interrupted_run(workdir: pathlib.Path) -> subprocess.CompletedProcess:
+    """A kNN run sent SIGINT once it holds its workdir lock."""
     command = [sys.executable, "launch.py", "--config=configs/knn.py:breastmnist"]
-    workdir = tmp_path / "run"
     workdir.mkdir()
     lock = workdir / ".lock"
     proc = subprocess.Popen(
@@ -167,7 +167,18 @@ def test_ctrl_c_says_where_the_run_resumes(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_ctrl_c_says_where_the_run_resumes(tmp_path):
+    # A SIGINT that lands inside a garbage-collection callback is swallowed by Python
+    # ("Exception ignored in: <function _xla_gc_callback ...>") and the run goes on to
+    # finish: a race of the signal's timing, not of the handler. Try again then.
+    for attempt in range(3):
+        workdir = tmp_path / f"run{attempt}"
+        result = _interrupted_run(workdir)
+        if not (result.returncode == 0 and "Exception ignored" in result.stderr):
+            break
     assert _one_line(result, status=130) == (
         f"interrupted: run the same command to resume {workdir} from the start (it has no "
         "checkpoint yet)"
