@@ -173,11 +173,12 @@ def _interrupted_run(workdir: pathlib.Path) -> subprocess.CompletedProcess:
 def test_ctrl_c_says_where_the_run_resumes(tmp_path):
     # A SIGINT that lands inside a garbage-collection callback is swallowed by Python
     # ("Exception ignored in: <function _xla_gc_callback ...>") and the run goes on to
-    # finish: a race of the signal's timing, not of the handler. Try again then.
-    for attempt in range(3):
+    # finish: a race of the signal's timing, not of the handler. Try again then (seen
+    # with and without the 'Exception ignored' line).
+    for attempt in range(5):
         workdir = tmp_path / f"run{attempt}"
         result = _interrupted_run(workdir)
-        if not (result.returncode == 0 and "Exception ignored" in result.stderr):
+        if result.returncode != 0:  # 0: the interrupt was swallowed and the run finished
             break
     assert _one_line(result, status=130) == (
         f"interrupted: run the same command to resume {workdir} from the start (it has no "
