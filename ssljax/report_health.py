@@ -91,8 +91,8 @@ def last_third_gain(curve: Sequence[tuple[int, float]], epochs: int) -> float | 
 
 def load_finetune(evals: Sequence[dict[str, Any]], chosen: set[str]) -> list[dict[str, Any]]:
     """The fine-tuning runs in `chosen` (workdirs the lr selection kept), each with epochs,
-    steps, best_epoch (None where results.json lacks them) and curve [(epoch, val AUC)]
-    from its metrics.jsonl (empty when it has none)."""
+    steps, best_epoch (None where results.json lacks them), curve [(epoch, val AUC)] and
+    final_loss (the last logged train loss) from its metrics.jsonl (empty / None without)."""
     runs = []
     for r in evals:
         if r["protocol"] != FINETUNE or r["workdir"] not in chosen:
@@ -109,6 +109,8 @@ def load_finetune(evals: Sequence[dict[str, Any]], chosen: set[str]) -> list[dic
             if epoch is not None and auc is not None:
                 points[int(epoch)] = auc
         curve = sorted(points.items())
+        losses = [_number(m.get("loss")) for m in records]
+        losses = [x for x in losses if x is not None]
         epochs = res.get("epochs") or (res.get("train") or {}).get("epochs")
         epochs = int(epochs) if epochs else (curve[-1][0] if curve else None)
         best = res.get("best_epoch")
@@ -121,6 +123,7 @@ def load_finetune(evals: Sequence[dict[str, Any]], chosen: set[str]) -> list[dic
                 "steps": res.get("steps"),
                 "best_epoch": best,
                 "curve": curve,
+                "final_loss": losses[-1] if losses else None,
             }
         )
     return runs
@@ -138,7 +141,8 @@ def _group_key(run: dict[str, Any]) -> tuple:
 def plateau_rows(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per (dataset, model, label fraction, method): n runs, epochs and steps (sorted sets),
     mean best epoch, runs whose best epoch is in the last third (`late`, of `n_best`), and
-    the gain of the last third (`last_third_gain`): mean, max and n over seeds (None if none)."""
+    the gain of the last third (`last_third_gain`): mean, max and n over seeds, and the mean
+    final train loss (`loss_mean`; a run that did not fit its training set shows here)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for run in sorted(runs, key=lambda r: (_group_key(r), r["seed"])):
         groups.setdefault(_group_key(run), []).append(run)
@@ -154,6 +158,7 @@ def _plateau_row(mine: Sequence[dict[str, Any]]) -> dict[str, Any]:
     best = [r for r in timed if r["best_epoch"] is not None]
     gains = [last_third_gain(r["curve"], r["epochs"]) for r in timed]
     gains = [g for g in gains if g is not None]
+    losses = [r["final_loss"] for r in mine if r.get("final_loss") is not None]
     return {
         "n": len(mine),
         "epochs": sorted({r["epochs"] for r in timed}),
@@ -164,6 +169,7 @@ def _plateau_row(mine: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "gain_mean": float(np.mean(gains)) if gains else None,
         "gain_max": max(gains) if gains else None,
         "gain_n": len(gains),
+        "loss_mean": float(np.mean(losses)) if losses else None,
     }
 
 
@@ -185,15 +191,17 @@ def plateau_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         "first two thirds, then the mean (and max) over seeds. How to read it: a gain near "
         "0 or negative, with few best epochs in the last third, means val AUC had plateaued "
         "and more epochs would not have helped that arm; a clearly positive gain means it "
-        "was still improving and its budget may be too short.",
+        "was still improving and its budget may be too short. The final train loss says "
+        "whether the arm fitted its training set at all.",
         "",
     ]
     if not rows:
         return [*out, "No fine-tuning run was selected.", ""]
     out += [
         "| dataset | model | labels | method | runs | epochs | steps | mean best epoch "
-        "| best epoch in last third | gain of the last third, mean (max) |",
-        "|---|---|---:|---|---:|---|---|---:|---:|---|",
+        "| best epoch in last third | gain of the last third, mean (max) "
+        "| final train loss, mean |",
+        "|---|---|---:|---|---:|---|---|---:|---:|---|---:|",
     ]
     for r in rows:
         gain = "–"
@@ -203,7 +211,7 @@ def plateau_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"| {r['dataset']} | {r['model']} | {r['label_fraction']:g} "
             f"| {method_label(r['method'])} | {r['n']} | {_values(r['epochs'])} "
             f"| {_values(r['steps'])} | {_fmt(r['best_epoch_mean'], '.1f')} "
-            f"| {r['late']}/{r['n_best']} | {gain} |"
+            f"| {r['late']}/{r['n_best']} | {gain} | {_fmt(r.get('loss_mean'), '.3g')} |"
         )
     return [*out, ""]
 

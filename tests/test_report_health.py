@@ -149,9 +149,12 @@ def test_plateau_numbers_by_hand(health_report):
     assert flat["late"] == 0
     assert flat["gain_mean"] == pytest.approx(((0.80 - 0.82) + 0.0) / 2)
     assert flat["gain_max"] == pytest.approx(0.0)
+    # The last logged loss is 1 / epochs for every run written above.
+    assert improving["loss_mean"] == flat["loss_mean"] == pytest.approx(1 / EPOCHS)
     old = rows[("random", 1.0)]
     assert (old["n"], old["epochs"], old["steps"], old["n_best"]) == (1, [], [], 0)
     assert old["best_epoch_mean"] is None and old["gain_mean"] is None
+    assert old["loss_mean"] is None
 
 
 def test_markdown_and_png(health_report):
