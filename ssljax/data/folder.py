@@ -162,7 +162,9 @@ def _content_hashes(source, files, root, progress) -> dict[str, str]:
     except (OSError, ValueError):
         cache = {}
     out, fresh = {}, {}
-    for f in tqdm.tqdm(files, desc="hashing files", unit="file", disable=not progress, leave=False):
+    for f in tqdm.tqdm(
+        files, desc="hashing files", unit="file", disable=not progress, leave=False, delay=1
+    ):
         stat = (source / f).stat()
         entry = cache.get(f)
         if entry and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
@@ -229,7 +231,9 @@ def _convert(source, files, csv_path, data_config, writer: NpzWriter, progress) 
     task = _task(layout, d.task, source)
     skipped = list(layout.skipped)
     probes = {}
-    for e in tqdm.tqdm(layout.examples, desc="reading headers", disable=not progress, leave=False):
+    for e in tqdm.tqdm(
+        layout.examples, desc="reading headers", disable=not progress, leave=False, delay=1
+    ):
         try:
             probes[e.file] = imagefile.probe(source / e.file, min_size(d))
         except imagefile.Unusable as err:
