@@ -101,7 +101,8 @@ def embedding_map(
     names, counts = np.unique(np.asarray(groups, dtype=object).astype(str), return_counts=True)
     shown = list(names[np.argsort(-counts, kind="stable")][:19])
     fig, ax = plt.subplots(figsize=(6, 5))
-    colours = plt.get_cmap("tab20").colors
+    # tab10's distinct colours first, then tab20's lighter shades.
+    colours = plt.get_cmap("tab10").colors + plt.get_cmap("tab20").colors[1::2]
     marker = max(1.0, 12.0 / np.sqrt(max(len(x), 1) / 100))
     groups = np.asarray(groups, dtype=object).astype(str)
     other = ~np.isin(groups, shown)

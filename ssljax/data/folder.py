@@ -294,7 +294,7 @@ def _append(writer, split, results, layout, width, notes, skipped) -> list[folde
         written.append(e)
     if images:
         writer.append(f"{split}_images", np.stack(images))
-        writer.append(f"{split}_labels", np.asarray(labels, np.int64).reshape(-1, width))
+        writer.append(f"{split}_labels", np.asarray(labels, np.int64).reshape(len(labels), width))
     return written
 
 

@@ -131,14 +131,16 @@ def _channels(image: Image.Image) -> int:
 
 def _to_8_bits(image: Image.Image, notes: set[str]) -> Image.Image:
     """Mode 'L' (grey) or 'RGB', every sample 8 bits."""
+    grey = _channels(image) == 1
     if image.mode == "P":
         notes.add(NOTE_PALETTE)
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        has_alpha = "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "L" if grey else "RGB")
     if image.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
         notes.add(NOTE_ALPHA)
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(black, rgba).convert("RGB" if _channels(image) == 3 else "L")
+        image = Image.alpha_composite(black, rgba).convert("L" if grey else "RGB")
     if image.mode in _WIDE_MODES:
         notes.add(NOTE_SCALED)
         return Image.fromarray(scale_to_uint8(np.asarray(image)))
