@@ -104,7 +104,13 @@ def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tu
     name = _name(data_config, source)
     files = folder_scan.list_files(source)
     root = pathlib.Path(data_config.root).expanduser() / FOLDERS_DIR
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(
+            f"config.data.root: cannot create {root} for the converted folder ({e.strerror}); "
+            "set config.data.root to a folder you can write in"
+        ) from e
     hashes = _content_hashes(source, files, root, progress)
     options = _options(data_config, csv_path)
     key_text = json.dumps([FORMAT, sorted(hashes.items()), options], sort_keys=True)
