@@ -230,11 +230,10 @@ def test_concurrent_conversions_of_one_folder(breast_png_folder, tmp_path):
     keys = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0] and keys[0] == keys[1]
     done = list((tmp_path / "folders").iterdir())
-    assert [p.name for p in done if not p.name.startswith(".")] == [f"breast_png0-{keys[0]}"]
+    out = tmp_path / "folders" / f"{breast_png_folder.name}-{keys[0]}"
+    assert [p for p in done if not p.name.startswith(".")] == [out]
     assert not [p for p in done if ".tmp" in p.name]
-    manifest = json.loads(
-        (tmp_path / "folders" / f"breast_png0-{keys[0]}" / "manifest.json").read_text()
-    )
+    manifest = json.loads((out / "manifest.json").read_text())
     assert sum(len(v) for v in manifest["splits"].values()) == 780
 
 
