@@ -3,7 +3,9 @@
 The config's `method` chooses the job: `barlow_twins` / `simclr` pretrain an encoder;
 `finetune` / `linear` / `knn` evaluate one (or a random initialisation) on the labelled task.
 `--mode=preview` writes W/augment_preview.png (originals and their two augmented views) so
-the augmentation can be checked before a long run. This is the only file that defines flags.
+the augmentation can be checked before a long run. `--mode=embed` writes the features of
+every image with `config.init.workdir`'s encoder (`ssljax/embed.py`). This is the only file
+that defines flags.
 
 A failure the user can cause ends in one line `error: ...` on stderr and exit status 1 (the
 traceback in W/errors.log, and on the terminal with --verbose); Ctrl-C in one line saying
@@ -22,7 +24,11 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Folder for this run's outputs; resumes there.")
 _MODE = flags.DEFINE_enum(
-    "mode", "run", ["run", "preview"], "run: train/evaluate; preview: augmentation PNG only."
+    "mode",
+    "run",
+    ["run", "preview", "embed"],
+    "run: train/evaluate; preview: augmentation PNG only; embed: features of every image "
+    "with config.init.workdir's encoder (W/embeddings.npy, .csv, _map.png).",
 )
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "On an error, also print its traceback (always in WORKDIR/errors.log)."
@@ -78,7 +84,11 @@ def _run(argv: list[str], checked: list[pathlib.Path]) -> None:
         return
     with workdirs.lock(workdir), errors.library_logs_to_workdir(workdir):
         checked.append(workdir)
-        if config.method in validation.PRETRAIN_METHODS:
+        if _MODE.value == "embed":
+            from ssljax import embed
+
+            embed.run(config, workdir)
+        elif config.method in validation.PRETRAIN_METHODS:
             from ssljax import pretrain
 
             pretrain.run(config, workdir)

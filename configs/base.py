@@ -58,6 +58,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.task = ""  # task type for data.path; registry datasets know theirs
     config.data.label_fraction = 1.0  # in (0, 1]; evaluation only
     config.data.labels_per_class = 0  # > 0: a fixed count per class instead of a fraction
+    # A folder of images in place of data.name (README "Your own images"): converted once
+    # into data.root/folders/ at data.size, then loaded like data.path (ssljax/data/folder.py).
+    config.data.folder = ""
+    config.data.labels = ""  # CSV: image path (1st column), label column(s); "": class folders
+    config.data.label_columns = ()  # the CSV's label columns; (): all but the path and `split`
+    config.data.resize = "crop"  # crop | pad | stretch, to data.size x data.size
+    config.data.channels = 0  # 0: the folder's majority, grey (1) or RGB (3); 1 | 3 force it
+    config.data.min_size = 0  # shorter sides below this many pixels are skipped; 0: size // 4
+    config.data.split_fractions = (0.7, 0.1, 0.2)  # train/val/test drawn when no split folders
+    config.data.split_seed = 0  # the drawn split's own seed: config.seed never moves it
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet18"  # resnet18 | resnet34 | resnet50

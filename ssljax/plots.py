@@ -79,3 +79,41 @@ def confusion_matrices(
         _matrix(ax, cm, ["0", "1"], short[i])
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def embedding_map(
+    features: np.ndarray, groups: Sequence[str], path: str | pathlib.Path, title: str = ""
+) -> pathlib.Path:
+    """A 2D map of features: their first two principal components, one colour per group.
+
+    Args:
+      features: float [N, F].
+      groups: N names (the label of each row; '' for none); the 19 most frequent get their
+        own colour, the rest are drawn grey as 'other'.
+    """
+    x = np.asarray(features, np.float64)
+    x = x - x.mean(0)
+    # The principal axes from the F x F covariance: cheap for any N.
+    _, vectors = np.linalg.eigh(x.T @ x)
+    points = x @ vectors[:, ::-1][:, :2]
+    if points.shape[1] < 2:
+        points = np.pad(points, ((0, 0), (0, 2 - points.shape[1])))
+    names, counts = np.unique(np.asarray(groups, dtype=object).astype(str), return_counts=True)
+    shown = list(names[np.argsort(-counts, kind="stable")][:19])
+    fig, ax = plt.subplots(figsize=(6, 5))
+    # tab10's distinct colours first, then tab20's lighter shades.
+    colours = plt.get_cmap("tab10").colors + plt.get_cmap("tab20").colors[1::2]
+    marker = max(1.0, 12.0 / np.sqrt(max(len(x), 1) / 100))
+    groups = np.asarray(groups, dtype=object).astype(str)
+    other = ~np.isin(groups, shown)
+    if other.any():
+        ax.scatter(*points[other].T, s=marker, color="0.7", alpha=0.6, label="other", lw=0)
+    for i, name in enumerate(shown):
+        at = groups == name
+        ax.scatter(*points[at].T, s=marker, color=colours[i], alpha=0.7, lw=0, label=name or "—")
+    if len(shown) > 1 or other.any():
+        ax.legend(fontsize=7, markerscale=max(1.0, 4 / marker), loc="best")
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)

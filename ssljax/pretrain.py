@@ -37,7 +37,7 @@ from ssljax import (
     workdirs,
     writers,
 )
-from ssljax.data import batches, load_dataset
+from ssljax.data import batches, load_dataset, registry
 from ssljax.errors import ConfigError, NonFiniteLossError
 
 __all__ = ["METHODS", "NonFiniteLossError", "build", "build_model", "json_config", "run"]
@@ -279,24 +279,24 @@ def _monitor(config, epoch, step, writer, outputs, data) -> dict[str, Any]:
     def features(images: np.ndarray) -> np.ndarray:
         return val_features if images is val.images else outputs(images)[0]
 
-    out = inference.knn_score(
-        features,
-        data.splits["train"],
-        val,
-        task=data.task,
-        num_classes=data.num_outputs,
-        k=config.eval.knn_k,
-        metric=config.eval.knn_metric,
-        temperature=config.eval.knn_temperature,
-    )
+    out = {}
+    if data.task != registry.UNLABELLED:  # an unlabelled folder: the embedding stats alone
+        out = inference.knn_score(
+            features,
+            data.splits["train"],
+            val,
+            task=data.task,
+            num_classes=data.num_outputs,
+            k=config.eval.knn_k,
+            metric=config.eval.knn_metric,
+            temperature=config.eval.knn_temperature,
+        )
     rows = slice(diagnostics.MAX_RANK_ROWS)
     stats = jax.device_get(_representation_stats(val_features[rows], val_z[rows]))
     out.update({k: float(v) for k, v in stats.items()})
     writer.write(step, {"epoch": epoch, **out})
-    writer.message(
-        f"epoch {epoch}: kNN val acc {out['knn_acc']:.4f} auc {out['knn_auc']:.4f}, "
-        f"embedding rank {out['embedding/rankme']:.1f}"
-    )
+    knn = f"kNN val acc {out['knn_acc']:.4f} auc {out['knn_auc']:.4f}, " if "knn_acc" in out else ""
+    writer.message(f"epoch {epoch}: {knn}embedding rank {out['embedding/rankme']:.1f}")
     return out
 
 

@@ -46,6 +46,27 @@ def _prob(view: ml_collections.ConfigDict, prefix: str) -> None:
     _require(view.hue <= 0.5, f"{prefix}.hue", view.hue, "must be <= 0.5")
 
 
+def _folder(d: ml_collections.ConfigDict) -> None:
+    """The `data.folder` keys (a folder of images, `ssljax/data/folder.py`)."""
+    from ssljax.data import folder, imagefile, registry
+
+    _require(not d.path, "data.path", d.path, "set data.path or data.folder, not both")
+    folder.source_folder(d)
+    folder.labels_file(d)
+    _require(8 <= d.size <= 1024, "data.size", d.size, "must be in [8, 1024] pixels")
+    _require(d.resize in imagefile.RESIZES, "data.resize", d.resize, f"one of {imagefile.RESIZES}")
+    _require(d.channels in (0, 1, 3), "data.channels", d.channels, "must be 0 (auto), 1 or 3")
+    _require(d.min_size >= 0, "data.min_size", d.min_size, "must be >= 0")
+    _require(d.task in ("", *registry.TASKS), "data.task", d.task, "'' (inferred) or a task")
+    f = tuple(d.split_fractions)
+    _require(
+        len(f) == 3 and min(f) >= 0 and f[0] > 0 and math.isclose(sum(f), 1.0),
+        "data.split_fractions",
+        f,
+        "three fractions (train, val, test), train > 0, summing to 1",
+    )
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for an impossible config, before data loading or compilation."""
     from ssljax import models, optim
@@ -53,7 +74,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
     _in(config, "method", PRETRAIN_METHODS + EVAL_METHODS)
     d = config.data
-    if not d.path:
+    if d.folder:
+        _folder(d)
+    elif not d.path:
         _in(config, "data.name", tuple(registry.DATASETS))
         _in(config, "data.size", registry.SIZES)
     else:

@@ -92,3 +92,28 @@ def unwritable(tmp_path):
         pytest.skip("running as root without mount: no folder root cannot write in")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
+
+
+BREAST_CLASSES = ("malignant", "normal_benign")  # BreastMNIST's labels 0 and 1
+
+
+def write_png_folder(npz_path, root: pathlib.Path, per_split: int | None = None) -> pathlib.Path:
+    """Writes a MedMNIST .npz as PNGs: root/<split>/<class>/<index:04d>.png (the index of the
+    image in its split), the first `per_split` images of each split (all when None)."""
+    import numpy as np
+    from PIL import Image
+
+    with np.load(npz_path) as data:
+        for split in ("train", "val", "test"):
+            images, labels = data[f"{split}_images"], data[f"{split}_labels"][:, 0]
+            for i, (image, label) in enumerate(zip(images[:per_split], labels, strict=False)):
+                path = root / split / BREAST_CLASSES[label] / f"{i:04d}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(path)
+    return root
+
+
+@pytest.fixture(scope="session")
+def breast_png_folder(data_dir, tmp_path_factory) -> pathlib.Path:
+    """Real BreastMNIST (28 px) as a folder of PNGs, split and class subfolders (read-only)."""
+    return write_png_folder(data_dir / "breastmnist.npz", tmp_path_factory.mktemp("breast_png"))

@@ -106,7 +106,8 @@ def load_npz(
         file and the problem.
     """
     path = pathlib.Path(path)
-    registry.check_task(task)
+    if task != registry.UNLABELLED:
+        registry.check_task(task)
     hint = (
         f" Delete {path} so that it is downloaded again (config.data.download=True)."
         if expected is not None
@@ -219,10 +220,12 @@ def _check_images(split: str, images: np.ndarray, error: _Error) -> np.ndarray:
 
 
 def _check_labels(split: str, labels: np.ndarray, n: int, task: str, error: _Error) -> np.ndarray:
-    """Integer [N, 1] or [N] -> [N]; multi-label stays [N, L]."""
+    """Integer [N, 1] or [N] -> [N]; multi-label stays [N, L]; unlabelled is [N, 0]."""
     if not np.issubdtype(labels.dtype, np.integer):
         raise error(f"{split}_labels has dtype {labels.dtype}, expected integers")
-    if task == registry.MULTI_LABEL:
+    if task == registry.UNLABELLED and labels.shape != (n, 0):
+        raise error(f"{split}_labels has shape {labels.shape}, expected ({n}, 0) for {task}")
+    if task in (registry.MULTI_LABEL, registry.UNLABELLED):
         if labels.ndim != 2 or labels.shape[0] != n:
             raise error(f"{split}_labels has shape {labels.shape}, expected ({n}, L) for {task}")
         return labels
@@ -235,6 +238,8 @@ def _check_labels(split: str, labels: np.ndarray, n: int, task: str, error: _Err
 
 def _infer_label_names(labels: dict[str, np.ndarray], task: str) -> tuple[str, ...]:
     """Index names '0', '1', ... for a file outside the registry."""
+    if task == registry.UNLABELLED:
+        return ()
     if task == registry.MULTI_LABEL:
         n = labels["train"].shape[1]
     elif task == registry.BINARY:
@@ -248,6 +253,8 @@ def _check_label_range(
     labels: dict[str, np.ndarray], task: str, n_classes: int, error: _Error
 ) -> None:
     for s, y in labels.items():
+        if task == registry.UNLABELLED:
+            continue
         if task == registry.MULTI_LABEL:
             if y.shape[1] != n_classes:
                 raise error(f"{s}_labels has {y.shape[1]} labels per example, expected {n_classes}")
@@ -263,15 +270,21 @@ def _check_label_range(
 def load_dataset(data_config: ml_collections.ConfigDict, progress: bool = True) -> Dataset:
     """The dataset that `config.data` names, downloaded if missing and allowed.
 
-    With `data.path` set, that file (a user's own .npz in MedMNIST layout) is loaded with task
+    With `data.folder` set, that folder of images, converted once (`folder.py`). With
+    `data.path` set, that file (a user's own .npz in MedMNIST layout) is loaded with task
     `data.task`, and `data.size` is taken from the file. It is named `data.name`, unless that
     is still a registry name (the default 'pathmnist'), then after the file's stem. Otherwise
     `data.name` at `data.size` is found in (or downloaded to) `data.root`.
 
     Args:
-      data_config: `config.data` (keys name, size, root, download, path, task).
+      data_config: `config.data` (keys name, size, root, download, path, task, and the
+        `data.folder` keys of `folder.py`).
       progress: show a progress bar while downloading.
     """
+    if data_config.folder:  # a folder of images (issue 15): converted once, then an .npz
+        from ssljax.data import folder  # noqa: PLC0415 - folder imports this module
+
+        return folder.load_folder(data_config, progress)[0]
     if data_config.path:
         path = pathlib.Path(data_config.path).expanduser()
         if data_config.task not in registry.TASKS:

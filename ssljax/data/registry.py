@@ -15,6 +15,8 @@ MULTI_CLASS = "multi-class"
 MULTI_LABEL = "multi-label, binary-class"
 ORDINAL = "ordinal-regression"
 TASKS = (BINARY, MULTI_CLASS, MULTI_LABEL, ORDINAL)
+# An image folder without labels (`data.folder`): labels [N, 0]; pretraining only.
+UNLABELLED = "unlabelled"
 
 SIZES = (28, 64, 128, 224)
 ZENODO_URL = "https://zenodo.org/records/10519652/files/{file}?download=1"
@@ -63,6 +65,8 @@ def num_outputs(task: str, labels: Mapping[str, str] | Sequence[str]) -> int:
     Binary tasks get 2 logits with a softmax, as MedMNIST's reference models do; multi-label
     tasks one sigmoid logit per label; multi-class and ordinal tasks one logit per class.
     """
+    if task == UNLABELLED:
+        return 0
     check_task(task)
     return 2 if task == BINARY else len(labels)
 

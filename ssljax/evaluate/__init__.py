@@ -73,6 +73,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
     if config.method == "finetune":
         parallel.check_batch_size(config.train.batch_size, mesh)
     data = load_dataset(config.data)
+    setup.check_labelled(data, config.method)
     labelled = subsets.subset_from_config(data.train.labels, data.task, config.data, config.seed)
     setup.check_classes(data, labelled)
     val_idx = setup.val_subset(data, config)

@@ -33,6 +33,16 @@ def build_encoder(config: ml_collections.ConfigDict, image_size: int) -> models.
     return models.make_encoder(m.name, m.width, m.stem, image_size, m.dtype, m.zero_init_residual)
 
 
+def check_labelled(data: Dataset, method: str) -> None:
+    """DataError for a dataset without labels (an image folder without any), before work."""
+    if data.task == registry.UNLABELLED:
+        raise DataError(
+            f"{data.name} has no labels (data.folder without class subfolders or data.labels), "
+            f"so it can be pretrained on but not evaluated by {method}: put each class's "
+            "images in a subfolder named after it, or give config.data.labels=labels.csv"
+        )
+
+
 def check_classes(data: Dataset, labelled: np.ndarray) -> None:
     """Raises before training when a class (a label, for multi-label tasks) cannot be learned
     or scored: a single-label class needs examples in the labelled train subset, val and test;

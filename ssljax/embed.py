@@ -1,0 +1,112 @@
+"""`launch.py --mode=embed`: the features of every image of a dataset, for your own analysis.
+
+    python launch.py --mode=embed --config=configs/barlow.py --config.data.folder=DIR \
+        --config.init.workdir=RUN --workdir=W
+
+writes to W (replacing earlier ones, atomically):
+  embeddings.npy      float32 [N, F]: the frozen encoder's features, rows train then val then
+                      test, each split in its stored order (a folder's: its manifest's);
+  embeddings.csv      row, split, index (within the split), file (a folder's path, relative
+                      to it; empty for .npz datasets), label (class name; for multi-label the
+                      positive names joined by '|'; empty when unlabelled);
+  embeddings_map.png  the first two principal components, coloured by label.
+The encoder is the one evaluation would score: `config.init.workdir`'s, with BatchNorm
+statistics re-estimated on up to `eval.bn_images` train images (`evaluate/frozen.py`).
+"""
+
+import csv
+import io
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from ssljax import parallel, plots, writers
+from ssljax.data import SPLITS, Dataset, load_dataset, registry
+from ssljax.errors import ConfigError
+from ssljax.evaluate import frozen, setup
+
+EMBEDDINGS_FILE = "embeddings.npy"
+CSV_FILE = "embeddings.csv"
+MAP_FILE = "embeddings_map.png"
+
+
+def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+    """Embeds every image of `config.data` with `config.init.workdir`'s encoder into
+    `workdir` (checked and locked by the caller); returns {'rows', 'features', 'files'}."""
+    if not config.init.workdir:
+        raise ConfigError(
+            "config.init.workdir is empty: --mode=embed needs the pretraining run whose "
+            "encoder embeds the images (--config.init.workdir=RUN)"
+        )
+    mesh = parallel.make_mesh()
+    parallel.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
+    data, files = _dataset(config.data)
+    encoder = setup.build_encoder(config, data.size)
+    init_vars, init_info = setup.load_init(config, encoder, data.train.images.shape[1:])
+    features = frozen.features(config, data, encoder, init_vars, init_info, mesh)
+    embeddings = np.concatenate([features[s] for s in SPLITS]).astype(np.float32)
+    table = rows(data, files)
+    out = {
+        "rows": len(table),
+        "features": int(embeddings.shape[1]),
+        "files": [str(workdir / f) for f in (EMBEDDINGS_FILE, CSV_FILE, MAP_FILE)],
+    }
+    if jax.process_index() == 0:
+        writers.atomic_write(workdir / EMBEDDINGS_FILE, lambda f: np.save(f, embeddings))
+        writers.atomic_write(workdir / CSV_FILE, lambda f: f.write(_csv_text(table).encode()))
+        title = f"{data.name} {data.size}px: {len(table)} images, {init_info['workdir']}"
+        unlabelled = data.task == registry.UNLABELLED
+        groups = [r["split"] if unlabelled else r["label"] for r in table]
+        plots.embedding_map(embeddings, groups, workdir / MAP_FILE, title)
+        print(
+            f"wrote {len(table)} embeddings ({embeddings.shape[1]} features) of {data.name} "
+            f"to {workdir / EMBEDDINGS_FILE}, rows named in {CSV_FILE}, map in {MAP_FILE}"
+        )
+    return out
+
+
+def _dataset(data_config: ml_collections.ConfigDict) -> tuple[Dataset, dict | None]:
+    """The dataset, and for an image folder each split's files in row order."""
+    if not data_config.folder:
+        return load_dataset(data_config), None
+    from ssljax.data import folder  # noqa: PLC0415 - only image folders need it
+
+    data, manifest = folder.load_folder(data_config)
+    return data, {s: [r["file"] for r in manifest["splits"][s]] for s in SPLITS}
+
+
+def rows(data: Dataset, files: dict | None) -> list[dict[str, Any]]:
+    """One record per image, in the order of the embeddings' rows."""
+    out = []
+    for split in SPLITS:
+        labels = data.splits[split].labels
+        for i in range(len(data.splits[split])):
+            out.append(
+                {
+                    "row": len(out),
+                    "split": split,
+                    "index": i,
+                    "file": files[split][i] if files else "",
+                    "label": _label_text(data, labels[i]),
+                }
+            )
+    return out
+
+
+def _label_text(data: Dataset, label: np.ndarray) -> str:
+    if data.task == registry.UNLABELLED:
+        return ""
+    if data.task == registry.MULTI_LABEL:
+        return "|".join(n for n, v in zip(data.label_names, label, strict=True) if v)
+    return data.label_names[int(label)]
+
+
+def _csv_text(table: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["row", "split", "index", "file", "label"])
+    writer.writeheader()
+    writer.writerows(table)
+    return buffer.getvalue()

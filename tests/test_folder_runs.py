@@ -1,0 +1,139 @@
+"""Image folders end to end: pretraining and fine-tuning on a folder of real BreastMNIST PNGs,
+`launch.py --mode=embed`, `ssljax.load_encoder`, and an unlabelled folder (it pretrains;
+evaluating it is refused in one line). Every run is tiny (width 4, one epoch, batch 64)."""
+
+import csv
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ssljax
+from configs import barlow, finetune
+from ssljax import batchnorm, embed, evaluate, pretrain
+from ssljax.data import folder, registry
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BATCH = 64
+TINY = {"model.width": 4, "train.batch_size": BATCH, "train.epochs": 1}
+TINY |= {"eval.batch_size": BATCH, "log.progress": False}
+FLAGS = [f"--config.{k}={v}" for k, v in TINY.items()]
+
+
+def configure(module, source: pathlib.Path, root: pathlib.Path, **overrides):
+    config = module.get_config()
+    config.data.folder, config.data.root = str(source), str(root)
+    for key, value in {**TINY, **overrides}.items():
+        node, leaf = config, key.split(".")
+        for part in leaf[:-1]:
+            node = node[part]
+        node[leaf[-1]] = value
+    return config
+
+
+def pretrain_config(source, root, **overrides):
+    return configure(
+        barlow,
+        source,
+        root,
+        **{
+            "model.projector_dims": (64, 64),
+            "train.warmup_epochs": 0,
+            "log.monitor_every_epochs": 0,
+            **overrides,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def pretrained(breast_png_folder, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
+    """(workdir, data root) of a one-epoch Barlow Twins run on the PNG folder."""
+    root = tmp_path_factory.mktemp("root")
+    workdir = tmp_path_factory.mktemp("bt")
+    pretrain.run(pretrain_config(breast_png_folder, root), workdir)
+    return workdir, root
+
+
+def test_finetune_from_a_folder_run(pretrained, breast_png_folder, tmp_path):
+    workdir, root = pretrained
+    config = configure(finetune, breast_png_folder, root, **{"init.workdir": str(workdir)})
+    results = evaluate.run(config, tmp_path)
+    assert results["init"]["kind"] == "pretrained" and results["task"] == registry.BINARY
+    assert (results["n_train"], results["n_test"], results["epochs"]) == (546, 156, 1)
+    assert 0.0 <= results["test"]["auc"] <= 1.0
+    assert len(list((root / "folders").glob("*/manifest.json"))) == 1  # converted once
+
+
+def _launch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_embed_writes_one_row_per_image_and_load_encoder_agrees(
+    pretrained, breast_png_folder, tmp_path
+):
+    workdir, root = pretrained
+    data_flags = [f"--config.data.folder={breast_png_folder}", f"--config.data.root={root}"]
+    out = tmp_path / "embed"
+    result = _launch(
+        "--mode=embed",
+        "--config=configs/barlow.py",
+        f"--config.init.workdir={workdir}",
+        f"--workdir={out}",
+        *data_flags,
+        *FLAGS,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 780 embeddings (32 features)" in result.stdout
+    embeddings = np.load(out / embed.EMBEDDINGS_FILE)
+    assert embeddings.shape == (780, 32) and embeddings.dtype == np.float32
+    with (out / embed.CSV_FILE).open() as f:
+        table = list(csv.DictReader(f))
+    data, manifest = folder.load_folder(pretrain_config(breast_png_folder, root).data)
+    named = [
+        (s, r["file"], r["label"]) for s in ("train", "val", "test") for r in manifest["splits"][s]
+    ]
+    assert [(r["split"], r["file"], r["label"]) for r in table] == named
+    assert (out / embed.MAP_FILE).read_bytes()[:4] == b"\x89PNG"
+
+    # The same encoder in code of one's own, BatchNorm re-estimated as evaluation does.
+    train = data.train.images
+    encoder = ssljax.load_encoder(
+        workdir, bn_images=batchnorm.bn_images(train, 2048), batch_size=BATCH
+    )
+    assert encoder.image_shape == (28, 28, 1)
+    np.testing.assert_allclose(encoder.apply(train), embeddings[:546], rtol=1e-4, atol=1e-5)
+    plain = ssljax.load_encoder(workdir / "encoder").apply(train[:3, ..., 0])  # [N, H, W]
+    assert plain.shape == (3, 32) and np.isfinite(plain).all()
+
+
+def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder, tmp_path):
+    source = tmp_path / "scans"
+    source.mkdir()
+    for i, png in enumerate(sorted(breast_png_folder.glob("train/*/*.png"))[:200]):
+        shutil.copy(png, source / f"scan_{i:03d}.png")
+    root = tmp_path / "root"
+    config = pretrain_config(source, root, **{"log.monitor_every_epochs": 1, "eval.bn_images": 0})
+    pretrain.run(config, tmp_path / "bt")
+    records = [json.loads(line) for line in (tmp_path / "bt" / "metrics.jsonl").open()]
+    monitored = [r for r in records if "embedding/rankme" in r]
+    assert len(monitored) == 2 and not any("knn_acc" in r for r in records)
+    assert (tmp_path / "bt" / "encoder").is_dir()
+
+    result = _launch(
+        "--config=configs/linear.py",
+        f"--workdir={tmp_path / 'lin'}",
+        f"--config.init.workdir={tmp_path / 'bt'}",
+        f"--config.data.folder={source}",
+        f"--config.data.root={root}",
+        *FLAGS,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: scans has no labels") and "linear" in lines[-1]
+    assert "Traceback" not in result.stderr
