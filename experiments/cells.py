@@ -49,21 +49,6 @@ class Cell:
         return (self.workdir / marker).exists()
 
 
-def parse_dataset(spec: str) -> tuple[str, int]:
-    """'breastmnist' -> ('breastmnist', 28); 'breastmnist_64' -> ('breastmnist', 64)."""
-    name, sep, size = spec.rpartition("_")
-    if not (sep and size.isdigit()):
-        name, size = spec, "28"
-    if name not in registry.DATASETS:
-        raise ConfigError(
-            f"grid.datasets: unknown dataset {spec!r}; use a MedMNIST flag, optionally with "
-            f"_SIZE: {sorted(registry.DATASETS)}"
-        )
-    if int(size) not in registry.SIZES:
-        raise ConfigError(f"grid.datasets: {spec!r} has size {size}; sizes are {registry.SIZES}")
-    return name, int(size)
-
-
 def apply_overrides(
     config: ml_collections.ConfigDict, section: ml_collections.ConfigDict, where: str
 ) -> None:
@@ -104,7 +89,7 @@ def check_grid(grid: ml_collections.ConfigDict) -> None:
     if not all(isinstance(s, int) for s in grid.seeds):
         raise ConfigError(f"grid.seeds={tuple(grid.seeds)}: seeds are integers")
     for spec in grid.datasets:
-        parse_dataset(spec)
+        registry.parse_dataset_key(spec, "grid.datasets")
     for spec, specific in grid.by_dataset.items() if "by_dataset" in grid else ():
         unknown = [k for k in specific if k not in SECTIONS]
         if spec not in grid.datasets or unknown:
@@ -122,7 +107,7 @@ def _config(
     seed: int,
     **values: Any,
 ) -> ml_collections.ConfigDict:
-    name, size = parse_dataset(spec)
+    name, size = registry.parse_dataset_key(spec, "grid.datasets")
     config = get_config(name)
     apply_overrides(config, grid.common, "common")
     apply_overrides(config, grid[section], section)

@@ -51,7 +51,7 @@ import jax
 import ml_collections
 import tqdm
 
-from experiments.cells import Cell, expand, parse_dataset  # noqa: F401 - the sweep's API
+from experiments.cells import Cell, expand  # noqa: F401 - the sweep's API
 from ssljax import errors, evaluate, pretrain, validation, workdirs, writers
 
 SWEEP_FILE = "sweep.json"

@@ -41,7 +41,6 @@ from ssljax.report_runs import (  # noqa: F401  (re-exported: callers use report
     RANDOM,
     SCORES_FILE,
     collect,
-    dataset_label,
 )
 from ssljax.report_tables import (  # noqa: F401  (re-exported: callers use report.X)
     INTRO,

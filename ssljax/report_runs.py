@@ -12,17 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ssljax import writers
+from ssljax.data import registry
 from ssljax.errors import DataError
 
 PRETRAIN_METHODS = ("barlow_twins", "simclr")
 RANDOM = "random"
 SCORES_FILE = "test_scores.npz"
 RESULTS_FILE = "results.json"
-
-
-def dataset_label(name: str, size: int) -> str:
-    """'breastmnist' at 28 px, 'breastmnist_64' otherwise (the sweep's naming)."""
-    return name if size == 28 else f"{name}_{size}"
 
 
 def _finite(x) -> float | None:
@@ -57,7 +53,7 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
         method = RANDOM if init["kind"] == "random" else init.get("method", "pretrained")
         return {
             "workdir": str(path.parent),
-            "dataset": dataset_label(r["dataset"], r["size"]),
+            "dataset": registry.dataset_key(r["dataset"], r["size"]),
             "size": r["size"],
             "model": f"{r['model']['name']} w{r['model']['width']}",
             "protocol": r["protocol"],
@@ -81,7 +77,7 @@ def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
     if not isinstance(c, dict) or c.get("method") not in PRETRAIN_METHODS:
         return None
     try:
-        dataset = dataset_label(c["data"]["name"], c["data"]["size"])
+        dataset = registry.dataset_key(c["data"]["name"], c["data"]["size"])
         seed = c["seed"]
     except (KeyError, TypeError) as e:
         raise DataError(f"{config_path} is not an ssljax config.json (field {e})") from e

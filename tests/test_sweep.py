@@ -185,13 +185,6 @@ def test_interrupted_sweep_resumes(tmp_path):
     assert calls[3:] == [c["name"] for c in record["cells"][1:]]
 
 
-def test_parse_dataset():
-    assert sweep.parse_dataset("pneumoniamnist") == ("pneumoniamnist", 28)
-    assert sweep.parse_dataset("breastmnist_64") == ("breastmnist", 64)
-    with pytest.raises(ValueError, match="unknown dataset 'breast'"):
-        sweep.parse_dataset("breast")
-
-
 def test_overrides_nest_dotted_keys():
     section = overrides({"train.epochs": 2, "train.decay_epochs": (1, 2), "seed": 3})
     assert flatten(section) == {"train.epochs": 2, "train.decay_epochs": (1, 2), "seed": 3}
