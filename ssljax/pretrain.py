@@ -12,7 +12,6 @@ rank of the val embeddings (`embedding/std`, `embedding/rankme`, `features/rankm
 """
 
 import functools
-import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from ssljax import (
 from ssljax.data import batches, load_dataset
 from ssljax.errors import ConfigError, NonFiniteLossError
 
-__all__ = ["METHODS", "NonFiniteLossError", "build", "build_model", "json_config", "run"]
+__all__ = ["METHODS", "NonFiniteLossError", "build", "build_model", "run"]
 
 # method -> (pair loss from config.loss, encoder on the concatenated views)
 METHODS = {
@@ -135,7 +134,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh) -> dict:
     """`run`'s work, in a checked and locked workdir."""
-    writers.check_config_matches(workdir, json_config(config))
+    writers.check_config_matches(workdir, config)
     data = load_dataset(config.data)
     train = data.splits["train"]
     n, size = len(train.images), data.size
@@ -154,7 +153,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     start_step = 0
     if restored is not None:
         state, start_step = restored
-    writers.write_json(workdir / writers.CONFIG_FILE, json_config(config))
+    writers.write_config(workdir, config)
     train_fn, apply_fn = fns.train, fns.apply
     rows = parallel.process_rows(batch_size)
 
@@ -310,7 +309,3 @@ def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, outputs
         _check_finite(state, ckpt)
         ckpt.save(step, state)
     return out
-
-
-def json_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    return json.loads(config.to_json_best_effort())

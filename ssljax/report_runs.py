@@ -73,7 +73,7 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
 
 def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
     """The pretraining run whose config.json is `config_path`; None for an evaluation's."""
-    c = writers.read_json(config_path)
+    c = writers.read_config(config_path.parent)
     if not isinstance(c, dict) or c.get("method") not in PRETRAIN_METHODS:
         return None
     try:

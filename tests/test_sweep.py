@@ -11,6 +11,7 @@ import pytest
 
 from experiments import sweep
 from experiments.grids import flatten, overrides, quickstart
+from ssljax import writers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -219,9 +220,7 @@ def test_command_line_lists_cells_with_grid_overrides(tmp_path):
 def test_finished_cells_are_skipped_under_a_relative_or_absolute_root(tmp_path, monkeypatch):
     def runner(cell: sweep.Cell) -> None:
         # Stands in for a run: its config.json and the marker of a finished run.
-        sweep.writers.write_json(
-            cell.workdir / "config.json", sweep.pretrain.json_config(cell.config)
-        )
+        sweep.writers.write_json(cell.workdir / "config.json", writers.config_json(cell.config))
         (cell.workdir / ("encoder" if cell.kind == "pretrain" else "results.json")).mkdir()
 
     grid = make_grid(methods=("barlow_twins", "random"), seeds=(0,))

@@ -15,7 +15,6 @@ choice's per-image test scores in `test_scores.npz`, and a confusion matrix besi
     finetune.py  fine-tuning with a step budget independent of the label count
 """
 
-import json
 import pathlib
 import time
 from typing import Any
@@ -65,9 +64,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 
 def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
     start = time.time()
-    json_config = json.loads(config.to_json_best_effort())
     # A fine-tuning run resumes from workdir's checkpoints: they must come from this config.
-    writers.check_config_matches(workdir, json_config)
+    writers.check_config_matches(workdir, config)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
     if config.method == "finetune":
@@ -78,7 +76,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
     val_idx = setup.val_subset(data, config)
     encoder = setup.build_encoder(config, data.size)
     init_vars, init_info = setup.load_init(config, encoder, data.train.images.shape[1:])
-    writers.write_json(workdir / writers.CONFIG_FILE, json_config)
+    writers.write_config(workdir, config)
 
     out = PROTOCOLS[config.method](
         config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh

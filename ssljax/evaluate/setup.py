@@ -100,7 +100,7 @@ def load_init(
     )
     shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)  # noqa: E731
     init_config = _init_run_config(source)
-    theirs = writers.read_json(init_config) if init_config.exists() else None
+    theirs = writers.read_config(init_config.parent) if init_config.exists() else None
     if shapes(variables) != shapes(dict(expected)):
         used = ""
         if theirs is not None:
