@@ -61,7 +61,7 @@ def _run(argv: list[str], checked: list[pathlib.Path]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so --help answers without importing JAX.
-    from ssljax import errors, parallel, validation, workdirs
+    from ssljax import errors, methods, parallel, validation, workdirs
 
     if not flags.FLAGS["verbosity"].present:
         # Orbax and JAX log every checkpoint step at INFO; progress bars say what matters.
@@ -78,7 +78,7 @@ def _run(argv: list[str], checked: list[pathlib.Path]) -> None:
         return
     with workdirs.lock(workdir), errors.library_logs_to_workdir(workdir):
         checked.append(workdir)
-        if config.method in validation.PRETRAIN_METHODS:
+        if config.method in methods.METHODS:
             from ssljax import pretrain
 
             pretrain.run(config, workdir)

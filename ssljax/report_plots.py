@@ -25,6 +25,7 @@ from ssljax import (  # noqa: E402
     augment,
     checkpoint,
     inference,
+    methods,
     parallel,
     plots,
     pretrain,
@@ -261,8 +262,7 @@ def cross_correlation(
     views = augment.two_views(
         jax.random.fold_in(train_key, 0),
         jnp.asarray(data.splits["val"].images[:max_images]),
-        augment.ViewParams.from_config(config.augment.view1),
-        augment.ViewParams.from_config(config.augment.view2),
+        *methods.views(config),
     )
 
     @jax.jit

@@ -11,12 +11,10 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from ssljax import writers
+from ssljax import methods, writers
 from ssljax.data import registry
 from ssljax.errors import DataError
 
-PRETRAIN_METHODS = ("barlow_twins", "simclr")
-RANDOM = "random"
 SCORES_FILE = "test_scores.npz"
 RESULTS_FILE = "results.json"
 
@@ -50,7 +48,9 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
     r = writers.read_json(path)
     try:
         init = r["init"]
-        method = RANDOM if init["kind"] == "random" else init.get("method", "pretrained")
+        method = (
+            methods.RANDOM if init["kind"] == methods.RANDOM else init.get("method", "pretrained")
+        )
         return {
             "workdir": str(path.parent),
             "dataset": registry.dataset_key(r["dataset"], r["size"]),
@@ -74,7 +74,7 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
 def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
     """The pretraining run whose config.json is `config_path`; None for an evaluation's."""
     c = writers.read_config(config_path.parent)
-    if not isinstance(c, dict) or c.get("method") not in PRETRAIN_METHODS:
+    if not isinstance(c, dict) or c.get("method") not in methods.METHODS:
         return None
     try:
         dataset = registry.dataset_key(c["data"]["name"], c["data"]["size"])

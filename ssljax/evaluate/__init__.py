@@ -17,7 +17,8 @@ choice's per-image test scores in `test_scores.npz`, and a confusion matrix besi
 
 import pathlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -45,7 +46,22 @@ def _frozen(protocol):
     return run_protocol
 
 
-PROTOCOLS = {"finetune": _finetune, "linear": _frozen(frozen.linear), "knn": _frozen(frozen.knn)}
+class Protocol(NamedTuple):
+    """One evaluation protocol: how it scores an encoder, and the config it starts from."""
+
+    # (config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh) ->
+    # {'selection', 'test_scores' float32 [N, C], ...} of results.json.
+    run: Callable[..., dict[str, Any]]
+    # The module of its default config (`get_config(dataset)`), e.g. 'configs.finetune'.
+    config: str
+
+
+# The one list of protocol names (`config.method` of an evaluation), in the report's order.
+PROTOCOLS = {
+    "finetune": Protocol(_finetune, "configs.finetune"),
+    "linear": Protocol(_frozen(frozen.linear), "configs.linear"),
+    "knn": Protocol(_frozen(frozen.knn), "configs.knn"),
+}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -78,7 +94,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
     init_vars, init_info = setup.load_init(config, encoder, data.train.images.shape[1:])
     writers.write_config(workdir, config)
 
-    out = PROTOCOLS[config.method](
+    out = PROTOCOLS[config.method].run(
         config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh
     )
     test_scores = out.pop("test_scores")
