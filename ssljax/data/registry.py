@@ -47,11 +47,8 @@ def dataset_key(name: str, size: int) -> str:
 
 
 def parse_dataset_key(key: str, where: str = "dataset") -> tuple[str, int]:
-    """'breastmnist' -> ('breastmnist', 28); 'breastmnist_64' -> ('breastmnist', 64).
-
-    Raises:
-      ConfigError: naming `where` (e.g. 'grid.datasets'), for an unknown name or size.
-    """
+    """'breastmnist' -> ('breastmnist', 28), 'breastmnist_64' -> ('breastmnist', 64); an
+    unknown name or size raises ConfigError naming `where` (e.g. 'grid.datasets')."""
     name, sep, size = key.rpartition("_")
     if not (sep and size.isdigit()):
         name, size = key, "28"
