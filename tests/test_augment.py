@@ -245,3 +245,53 @@ def test_save_views_grid_writes_png(tmp_path, views):
     assert data[:8] == PNG_SIGNATURE
     with pytest.raises(ValueError, match="uint8"):
         save_views_grid(images.astype(np.float32), *views, jax.random.key(0), tmp_path / "b.png")
+
+
+class _StepZeroSeen(Exception):
+    pass
+
+
+def test_preview_shows_the_views_of_training_step_0(tmp_path, monkeypatch):
+    """The pretraining loop runs until it calls its train step: the preview must show that
+    batch, under the key that step draws its views from."""
+    from configs import barlow
+    from ssljax import augment, pretrain, preview, steps
+    from ssljax.data import load_dataset
+
+    config = barlow.get_config("breastmnist")
+    config.update_from_flattened_dict(
+        {"seed": 3, "model.width": 4, "model.projector_dims": (16,), "train.batch_size": 64}
+    )
+    config.update_from_flattened_dict({"log.monitor_every_epochs": 0, "log.progress": False})
+    seen = {}
+
+    def recording_build(*args, **kwargs):
+        def train(state, batch, train_key):
+            seen.update(step=int(state.step), images=np.asarray(batch[0]), train_key=train_key)
+            raise _StepZeroSeen
+
+        return build(*args, **kwargs)._replace(train=train)
+
+    build = pretrain.build
+    monkeypatch.setattr(pretrain, "build", recording_build)
+    with pytest.raises(_StepZeroSeen):
+        pretrain.run(config, tmp_path / "run")
+    assert seen["step"] == 0 and seen["images"].shape[:2] == (1, 64)  # one step per call
+
+    # The train step draws both views from fold_in(train_key, state.step).
+    def record_views(key, images, p1, p2):
+        seen["key"] = jax.random.key_data(key)
+        raise _StepZeroSeen
+
+    monkeypatch.setattr(augment, "two_views", record_views)
+    step = steps.make_pretrain_step(None, None, None, None, (None, None), False)
+    with pytest.raises(_StepZeroSeen):
+        step(steps.TrainState(jnp.int32(0), {}, {}, {}, jnp.int32(-1)), None, seen["train_key"])
+    monkeypatch.undo()
+
+    train_images = load_dataset(config.data).train.images
+    images, key = preview.step0_batch(config, train_images)
+    np.testing.assert_array_equal(images, seen["images"][0])
+    np.testing.assert_array_equal(jax.random.key_data(key), seen["key"])
+    # Not vacuous: the first images of the split (what the preview used to show) differ.
+    assert not np.array_equal(images, train_images[:64])
