@@ -67,7 +67,7 @@ def _run(argv: list[str], checked: list[pathlib.Path]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # Imported here so --help answers without importing JAX.
-    from ssljax import errors, parallel, validation, workdirs
+    from ssljax import errors, methods, parallel, validation, workdirs
 
     if not flags.FLAGS["verbosity"].present:
         # Orbax and JAX log every checkpoint step at INFO; progress bars say what matters.
@@ -88,7 +88,7 @@ def _run(argv: list[str], checked: list[pathlib.Path]) -> None:
             from ssljax import embed
 
             embed.run(config, workdir)
-        elif config.method in validation.PRETRAIN_METHODS:
+        elif config.method in methods.METHODS:
             from ssljax import pretrain
 
             pretrain.run(config, workdir)

@@ -86,7 +86,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Barlow Twins only: multiplies the loss and so its gradients (solo-learn's scale_loss,
     # 0.1 in its CIFAR recipe); the logged on_diag / off_diag terms stay unscaled.
     config.loss.scale = 1.0
-    config.loss.scale = 1.0  # Barlow Twins loss multiplier (solo-learn's scale_loss)
 
     config.augment = ml_collections.ConfigDict()
     config.augment.enabled = True  # evaluation: light training augmentation when true

@@ -47,14 +47,10 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from configs import barlow, simclr  # noqa: E402
-from ssljax import augment, parallel, pretrain, steps, validation  # noqa: E402
+from ssljax import augment, methods, models, parallel, pretrain, steps, validation  # noqa: E402
 from ssljax.data import batches, load_dataset  # noqa: E402
 
-CONFIGS: dict[str, Callable[[str], ml_collections.ConfigDict]] = {
-    "barlow_twins": barlow.get_config,
-    "simclr": simclr.get_config,
-}
+# The benchmark's own projectors (those of its dated records), not the configs' defaults.
 DEFAULT_PROJECTORS = {"barlow_twins": "2048-2048-2048", "simclr": "2048-128"}
 MODES = ("step", "end_to_end", "augment")
 MODE_LABELS = {
@@ -78,13 +74,13 @@ _SYNTHETIC_BATCHES = 4
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--method", default="barlow_twins", choices=sorted(CONFIGS))
+    p.add_argument("--method", default="barlow_twins", choices=sorted(methods.METHODS))
     p.add_argument("--model", default="resnet18", help="model.name, e.g. resnet18 | resnet50")
     p.add_argument("--width", type=int, default=64, help="model.width (64: standard ResNet)")
     p.add_argument("--size", type=int, default=28, help="image side in pixels (data.size)")
     p.add_argument("--batch", type=int, default=256, help="global batch (train.batch_size)")
     p.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    p.add_argument("--dtype", default="float32", choices=validation.DTYPES, help="model.dtype")
+    p.add_argument("--dtype", default="float32", choices=tuple(models.DTYPES), help="model.dtype")
     p.add_argument(
         "--projector",
         default="",
@@ -118,7 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
     """The method's config with the benchmark's settings, validated and locked."""
-    config = CONFIGS[args.method](args.dataset or "breastmnist")
+    config = methods.default_config(methods.get(args.method).config, args.dataset or "breastmnist")
     config.seed = args.seed
     config.data.size = args.size
     config.model.name = args.model
@@ -264,10 +260,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     init_key, train_key = steps.derive_keys(args.seed)
 
     if args.mode == "augment":
-        views = (
-            augment.ViewParams.from_config(config.augment.view1),
-            augment.ViewParams.from_config(config.augment.view2),
-        )
+        views = methods.views(config)
         fn = jax.jit(
             lambda i, x: augment.two_views(jax.random.fold_in(train_key, i), x, *views),
             in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),

@@ -5,24 +5,16 @@ See `experiments/sweep.py` for the grid's fields and the layout of the workdirs.
 
 import dataclasses
 import pathlib
-from collections.abc import Callable
 from typing import Any
 
 import ml_collections
 
-from configs import barlow, finetune, knn, linear, simclr
 from experiments.grids import flatten
-from ssljax import evaluate
+from ssljax import evaluate, methods
 from ssljax.data import registry
 from ssljax.errors import ConfigError
 
-PRETRAIN_CONFIGS = {"barlow_twins": barlow.get_config, "simclr": simclr.get_config}
-EVAL_CONFIGS = {"finetune": finetune.get_config, "linear": linear.get_config, "knn": knn.get_config}
-RANDOM = "random"
-# method suffix -> init.transfer: 'barlow_twins:bn' keeps only the pretrained BatchNorm.
-ABLATIONS = {"bn": "batchnorm"}
-METHODS = (*PRETRAIN_CONFIGS, RANDOM)
-SECTIONS = ("common", "pretrain", "finetune", "linear", "knn")
+SECTIONS = ("common", "pretrain", *evaluate.PROTOCOLS)
 GRID_FIELDS = ("name", "datasets", "methods", "label_fractions", "protocols", "seeds", *SECTIONS)
 # Optional grid fields: pretrain_seeds, finetune_lrs, ablation_protocols, by_dataset.
 
@@ -47,21 +39,6 @@ class Cell:
     def finished(self) -> bool:
         marker = "encoder" if self.kind == "pretrain" else evaluate.RESULTS_FILE
         return (self.workdir / marker).exists()
-
-
-def parse_dataset(spec: str) -> tuple[str, int]:
-    """'breastmnist' -> ('breastmnist', 28); 'breastmnist_64' -> ('breastmnist', 64)."""
-    name, sep, size = spec.rpartition("_")
-    if not (sep and size.isdigit()):
-        name, size = spec, "28"
-    if name not in registry.DATASETS:
-        raise ConfigError(
-            f"grid.datasets: unknown dataset {spec!r}; use a MedMNIST flag, optionally with "
-            f"_SIZE: {sorted(registry.DATASETS)}"
-        )
-    if int(size) not in registry.SIZES:
-        raise ConfigError(f"grid.datasets: {spec!r} has size {size}; sizes are {registry.SIZES}")
-    return name, int(size)
 
 
 def apply_overrides(
@@ -89,8 +66,7 @@ def check_grid(grid: ml_collections.ConfigDict) -> None:
     missing = [f for f in GRID_FIELDS if f not in grid]
     if missing:
         raise ConfigError(f"the grid lacks {missing}; a grid names {list(GRID_FIELDS)}")
-    methods = (*METHODS, *(f"{m}:{a}" for m in PRETRAIN_CONFIGS for a in ABLATIONS))
-    for field, valid in (("methods", methods), ("protocols", tuple(EVAL_CONFIGS))):
+    for field, valid in (("methods", methods.arms()), ("protocols", tuple(evaluate.PROTOCOLS))):
         bad = [v for v in grid[field] if v not in valid]
         if bad:
             raise ConfigError(f"grid.{field}: unknown {bad}; valid: {list(valid)}")
@@ -104,7 +80,7 @@ def check_grid(grid: ml_collections.ConfigDict) -> None:
     if not all(isinstance(s, int) for s in grid.seeds):
         raise ConfigError(f"grid.seeds={tuple(grid.seeds)}: seeds are integers")
     for spec in grid.datasets:
-        parse_dataset(spec)
+        registry.parse_dataset_key(spec, "grid.datasets")
     for spec, specific in grid.by_dataset.items() if "by_dataset" in grid else ():
         unknown = [k for k in specific if k not in SECTIONS]
         if spec not in grid.datasets or unknown:
@@ -115,15 +91,15 @@ def check_grid(grid: ml_collections.ConfigDict) -> None:
 
 
 def _config(
-    get_config: Callable[[str], ml_collections.ConfigDict],
+    module: str,
     grid: ml_collections.ConfigDict,
     section: str,
     spec: str,
     seed: int,
     **values: Any,
 ) -> ml_collections.ConfigDict:
-    name, size = parse_dataset(spec)
-    config = get_config(name)
+    name, size = registry.parse_dataset_key(spec, "grid.datasets")
+    config = methods.default_config(module, name)
     apply_overrides(config, grid.common, "common")
     apply_overrides(config, grid[section], section)
     specific = grid.by_dataset[spec] if "by_dataset" in grid and spec in grid.by_dataset else {}
@@ -137,13 +113,6 @@ def _config(
         config[node][leaf] = value
     config.lock()
     return config
-
-
-def _method(method: str) -> tuple[str, str]:
-    """'barlow_twins' -> ('barlow_twins', 'all'); 'barlow_twins:bn' -> ('barlow_twins',
-    'batchnorm'): the ablation keeping only the pretrained BatchNorm parameters."""
-    base, _, suffix = method.partition(":")
-    return base, ABLATIONS[suffix] if suffix else "all"
 
 
 def expand(grid: ml_collections.ConfigDict, root: str | pathlib.Path) -> list[Cell]:
@@ -163,11 +132,12 @@ def expand(grid: ml_collections.ConfigDict, root: str | pathlib.Path) -> list[Ce
     for i, seed in enumerate(seeds):
         p_seed = pretrain_seeds[i % len(pretrain_seeds)]
         for spec in grid.datasets:
-            for base in dict.fromkeys(_method(m)[0] for m in grid.methods):
+            for base in dict.fromkeys(methods.parse_arm(m)[0] for m in grid.methods):
                 name = f"pretrain/{base}-{spec}-s{p_seed}"
-                if base != RANDOM and name not in done:
+                if base != methods.RANDOM and name not in done:
                     done.add(name)
-                    config = _config(PRETRAIN_CONFIGS[base], grid, "pretrain", spec, p_seed)
+                    module = methods.METHODS[base].config
+                    config = _config(module, grid, "pretrain", spec, p_seed)
                     cells.append(Cell(name, "pretrain", root / name, config))
             cells += _eval_cells(grid, root, spec, seed, p_seed)
     return cells
@@ -179,10 +149,10 @@ def _eval_cells(grid, root: pathlib.Path, spec: str, seed: int, p_seed: int) -> 
     cells = []
     for protocol in grid.protocols:
         for method in grid.methods:
-            base, how = _method(method)
+            base, how = methods.parse_arm(method)
             if how != "all" and protocol not in grid.get("ablation_protocols", (protocol,)):
                 continue
-            needs = "" if base == RANDOM else f"pretrain/{base}-{spec}-s{p_seed}"
+            needs = "" if base == methods.RANDOM else f"pretrain/{base}-{spec}-s{p_seed}"
             for fraction in grid.label_fractions:
                 for lr in lrs if protocol == "finetune" and lrs else (None,):
                     suffix = "" if lr is None else f"-lr{lr:g}"
@@ -194,6 +164,7 @@ def _eval_cells(grid, root: pathlib.Path, spec: str, seed: int, p_seed: int) -> 
                     }
                     if lr is not None:
                         values["train__base_lr"] = float(lr)
-                    config = _config(EVAL_CONFIGS[protocol], grid, protocol, spec, seed, **values)
+                    module = evaluate.PROTOCOLS[protocol].config
+                    config = _config(module, grid, protocol, spec, seed, **values)
                     cells.append(Cell(name, "eval", root / name, config, needs))
     return cells

@@ -37,7 +37,6 @@ price: a hard crash (out of memory) stops the sweep; the same command then resum
 """
 
 import datetime
-import json
 import os
 import pathlib
 import platform
@@ -51,7 +50,7 @@ import jax
 import ml_collections
 import tqdm
 
-from experiments.cells import Cell, expand, parse_dataset  # noqa: F401 - the sweep's API
+from experiments.cells import Cell, expand  # noqa: F401 - the sweep's API
 from ssljax import errors, evaluate, pretrain, validation, workdirs, writers
 
 SWEEP_FILE = "sweep.json"
@@ -101,7 +100,7 @@ def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> d
         jax.config.update("jax_compilation_cache_dir", str(compile_cache))
     started = time.perf_counter()
     record: dict[str, Any] = {
-        "grid": json.loads(grid.to_json_best_effort()),
+        "grid": writers.config_json(grid),
         "root": str(root),
         "command": command,
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -163,10 +162,13 @@ def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> d
 
 def _skip_or_fail(cell: Cell, entry: dict[str, Any]) -> None:
     """A finished cell is skipped, unless it was made with another config than the grid's."""
-    new = pretrain.json_config(cell.config)
-    old_path = cell.workdir / writers.CONFIG_FILE
+    new = writers.config_json(cell.config)
     try:
-        old = writers.read_json(old_path) if old_path.exists() else new
+        old = (
+            writers.read_config(cell.workdir)
+            if cell.workdir.joinpath(writers.CONFIG_FILE).exists()
+            else new
+        )
     except errors.DataError as e:
         entry.update(status="failed", error=str(e))
         return

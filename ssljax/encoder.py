@@ -83,9 +83,8 @@ def load_encoder(
 def _run_config(source: pathlib.Path) -> dict[str, Any]:
     """The pretraining run's config.json ({} when the export stands alone)."""
     for folder in (source, source.parent):
-        path = folder / writers.CONFIG_FILE
-        if path.is_file():
-            return writers.read_json(path)
+        if (folder / writers.CONFIG_FILE).is_file():
+            return writers.read_config(folder)
     return {}
 
 

@@ -12,7 +12,6 @@ rank of the val embeddings (`embedding/std`, `embedding/rankme`, `features/rankm
 """
 
 import functools
-import json
 import pathlib
 import time
 from collections.abc import Callable
@@ -24,12 +23,11 @@ import numpy as np
 from jax.sharding import Mesh
 
 from ssljax import (
-    augment,
     batchnorm,
     checkpoint,
     diagnostics,
     inference,
-    losses,
+    methods,
     models,
     optim,
     parallel,
@@ -38,23 +36,9 @@ from ssljax import (
     writers,
 )
 from ssljax.data import batches, load_dataset, registry
-from ssljax.errors import ConfigError, NonFiniteLossError
+from ssljax.errors import NonFiniteLossError
 
-__all__ = ["METHODS", "NonFiniteLossError", "build", "build_model", "json_config", "run"]
-
-# method -> (pair loss from config.loss, encoder on the concatenated views)
-METHODS = {
-    "barlow_twins": (
-        lambda c: functools.partial(
-            losses.barlow_twins_loss, lambd=c.lambd, scale=c.scale, has_aux=True
-        ),
-        False,
-    ),
-    "simclr": (
-        lambda c: functools.partial(losses.nt_xent_loss, temperature=c.temperature, has_aux=True),
-        True,
-    ),
-}
+__all__ = ["NonFiniteLossError", "build", "build_model", "run"]
 
 
 def build_model(config: ml_collections.ConfigDict, image_size: int) -> models.PretrainModel:
@@ -93,18 +77,19 @@ def build(
     """
     model = build_model(config, image_shape[0])
     tx, schedule = optim.make_optimizer(config.train, steps_per_epoch)
-    make_loss, concat_views = METHODS[config.method]
-    views = (
-        augment.ViewParams.from_config(config.augment.view1),
-        augment.ViewParams.from_config(config.augment.view2),
-    )
+    method = methods.get(config.method)
     repl = parallel.replicated(mesh)
     init = jax.jit(
         functools.partial(steps.init_train_state, model, tx, image_shape=image_shape),
         out_shardings=repl,
     )
     step_fn = steps.make_pretrain_step(
-        model, tx, schedule, make_loss(config.loss), views, concat_views
+        model,
+        tx,
+        schedule,
+        method.make_loss(config.loss),
+        methods.views(config),
+        method.concat_views,
     )
     train = jax.jit(
         steps.scan_steps(step_fn),
@@ -123,10 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     barely moved (also printed).
     """
     workdir = workdirs.check(workdir, what="workdir")
-    if config.method not in METHODS:
-        raise ConfigError(
-            f"config.method={config.method!r}: pretraining methods are {list(METHODS)}"
-        )
+    methods.get(config.method)  # ConfigError naming the pretraining methods
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
     with workdirs.lock(workdir):
@@ -135,7 +117,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh) -> dict:
     """`run`'s work, in a checked and locked workdir."""
-    writers.check_config_matches(workdir, json_config(config))
+    writers.check_config_matches(workdir, config)
     data = load_dataset(config.data)
     train = data.splits["train"]
     n, size = len(train.images), data.size
@@ -154,7 +136,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     start_step = 0
     if restored is not None:
         state, start_step = restored
-    writers.write_json(workdir / writers.CONFIG_FILE, json_config(config))
+    writers.write_config(workdir, config)
     train_fn, apply_fn = fns.train, fns.apply
     rows = parallel.process_rows(batch_size)
 
@@ -310,7 +292,3 @@ def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, outputs
         _check_finite(state, ckpt)
         ckpt.save(step, state)
     return out
-
-
-def json_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    return json.loads(config.to_json_best_effort())

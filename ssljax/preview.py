@@ -1,18 +1,41 @@
-"""A PNG of original images and their two augmented views, to check augmentation by eye."""
+"""A PNG of training images and their two augmented views, to check augmentation by eye.
+
+The preview of a run config (`launch.py --mode=preview`) shows what step 0 of its pretraining
+augments: the batch `batches.train_batch_indices(seed, 0, ...)` under the key of step 0
+(`steps.derive_keys(seed)` then `fold_in(train_key, 0)`, as the train step derives it).
+"""
 
 from __future__ import annotations
 
 import pathlib
 
 import jax
+import ml_collections
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ssljax import methods, steps
 from ssljax.augment import ViewParams, normalize, two_views
+from ssljax.data import batches
 
 _ROW_LABELS = ("original", "view 1", "view 2")
 _two_views = jax.jit(two_views, static_argnums=(2, 3))
+
+
+def step0_batch(config: ml_collections.ConfigDict, train_images: np.ndarray):
+    """What training step 0 augments: (images uint8 [B, H, W, C], key).
+
+    Args:
+      train_images: uint8 [N, H, W, C], the training split.
+    Returns:
+      The global batch of step 0 (B = config.train.batch_size) and the key the train step
+      draws both views from: `fold_in(train_key, 0)`.
+    """
+    n, batch_size = len(train_images), config.train.batch_size
+    indices = batches.train_batch_indices(config.seed, 0, n, batch_size)
+    _, train_key = steps.derive_keys(config.seed)
+    return np.asarray(train_images)[indices], jax.random.fold_in(train_key, 0)
 
 
 def save_views_grid(
@@ -28,7 +51,8 @@ def save_views_grid(
     """Writes a grid (rows: original, view 1, view 2; one column per image) to `path`.
 
     images: uint8 [N, H, W, C] with C = 1 or 3; the first min(n, N) are shown. Views are made
-    by `two_views(key, ...)`, exactly as in training, and mapped back to [0, 1] for display.
+    by `two_views(key, images)` of all N images, as training augments its whole batch, and
+    mapped back to [0, 1] for display.
     Returns the path written; its parent folders are created.
     """
     images = np.asarray(images)
@@ -39,13 +63,12 @@ def save_views_grid(
         )
     if n < 1 or len(images) == 0:
         raise ValueError(f"save_views_grid: nothing to show (n={n}, {len(images)} images)")
-    batch = images[: min(n, len(images))]
-    rows = [normalize(batch), *_two_views(key, batch, p1, p2)]
+    count = min(n, len(images))
+    rows = [normalize(images[:count]), *(v[:count] for v in _two_views(key, images, p1, p2))]
     # float32 [3, n, H, W, C] in [0, 1]: undo the mean-0.5 / std-0.5 normalisation.
     grid = np.clip(np.stack([np.asarray(r) for r in rows]) * 0.5 + 0.5, 0.0, 1.0)
     grey = grid.shape[-1] == 1
 
-    count = len(batch)
     fig = Figure(figsize=(1.4 * count + 0.8, 1.4 * len(rows) + 0.6), dpi=100)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), count, squeeze=False)
@@ -68,13 +91,12 @@ def save_views_grid(
 
 
 def preview_config(config, path: str | pathlib.Path, n: int = 8) -> pathlib.Path:
-    """The augmentation preview of a run config: its dataset's first `n` training images and
-    the two views its `config.augment` settings make (`launch.py --mode=preview`)."""
+    """The augmentation preview of a run config: the first `n` images of the batch of
+    training step 0 and the two views step 0 makes of them (`step0_batch`)."""
     from ssljax.data import load_dataset
 
     data = load_dataset(config.data)
-    p1, p2 = (ViewParams.from_config(v) for v in (config.augment.view1, config.augment.view2))
-    title = f"{data.name} {data.size}px, {config.method}: original / view 1 / view 2"
-    return save_views_grid(
-        data.train.images[:n], p1, p2, jax.random.key(config.seed), path, n=n, title=title
-    )
+    p1, p2 = methods.views(config)
+    images, key = step0_batch(config, data.train.images)
+    title = f"{data.name} {data.size}px, {config.method}, step 0: original / view 1 / view 2"
+    return save_views_grid(images, p1, p2, key, path, n=n, title=title)

@@ -34,14 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from ssljax import errors, stats
+from ssljax import errors, methods, stats
 from ssljax.errors import DataError
+from ssljax.evaluate import PROTOCOLS
+from ssljax.methods import RANDOM
 from ssljax.report_runs import (  # noqa: F401  (re-exported: callers use report.X)
-    PRETRAIN_METHODS,
-    RANDOM,
     SCORES_FILE,
     collect,
-    dataset_label,
 )
 from ssljax.report_tables import (  # noqa: F401  (re-exported: callers use report.X)
     INTRO,
@@ -55,7 +54,6 @@ from ssljax.report_tables import (  # noqa: F401  (re-exported: callers use repo
     write_runs_csv,
 )
 
-PROTOCOL_ORDER = ("finetune", "linear", "knn")
 KEY_FIELDS = ("dataset", "model", "protocol", "method", "label_fraction")
 
 
@@ -229,9 +227,10 @@ def aggregate(
 
 def _row_order(row: dict[str, Any]) -> tuple:
     protocol = row["protocol"]
-    p = PROTOCOL_ORDER.index(protocol) if protocol in PROTOCOL_ORDER else len(PROTOCOL_ORDER)
-    methods = (RANDOM, *PRETRAIN_METHODS)
-    m = methods.index(row["method"]) if row["method"] in methods else len(methods)
+    protocols = list(PROTOCOLS)
+    p = protocols.index(protocol) if protocol in protocols else len(protocols)
+    arms = (RANDOM, *methods.METHODS)
+    m = arms.index(row["method"]) if row["method"] in arms else len(arms)
     return (row["dataset"], row["model"], p, protocol, row["label_fraction"], m, row["method"])
 
 

@@ -6,7 +6,6 @@ restore a pretraining run's checkpoint (the projector is not in `encoder/`) or i
 encoder, and compare it with a fresh initialisation from the same seed.
 """
 
-import json
 import math
 import os
 import pathlib
@@ -22,7 +21,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ssljax import augment, checkpoint, inference, parallel, plots, pretrain, steps  # noqa: E402
+from ssljax import (  # noqa: E402
+    augment,
+    checkpoint,
+    inference,
+    methods,
+    parallel,
+    plots,
+    pretrain,
+    steps,
+    writers,
+)
 from ssljax.data import batches, load_dataset, registry  # noqa: E402
 
 # Methods in a fixed order and colour across every figure.
@@ -212,16 +221,7 @@ def embeddings_figure(
 def load_run_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
     """A run's config.json as a ConfigDict (JSON lists back to tuples). The data root is
     `$SSLJAX_DATA_DIR` when set, so a run made elsewhere can be plotted here."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} a finished ssljax run?")
-
-    def tuples(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: tuples(v) for k, v in x.items()}
-        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
-
-    config = ml_collections.ConfigDict(tuples(json.loads(path.read_text())))
+    config = writers.load_config(workdir)
     if os.environ.get("SSLJAX_DATA_DIR"):
         config.data.root = os.environ["SSLJAX_DATA_DIR"]
     return config
@@ -262,8 +262,7 @@ def cross_correlation(
     views = augment.two_views(
         jax.random.fold_in(train_key, 0),
         jnp.asarray(data.splits["val"].images[:max_images]),
-        augment.ViewParams.from_config(config.augment.view1),
-        augment.ViewParams.from_config(config.augment.view2),
+        *methods.views(config),
     )
 
     @jax.jit

@@ -11,18 +11,12 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from ssljax import writers
+from ssljax import methods, writers
+from ssljax.data import registry
 from ssljax.errors import DataError
 
-PRETRAIN_METHODS = ("barlow_twins", "simclr")
-RANDOM = "random"
 SCORES_FILE = "test_scores.npz"
 RESULTS_FILE = "results.json"
-
-
-def dataset_label(name: str, size: int) -> str:
-    """'breastmnist' at 28 px, 'breastmnist_64' otherwise (the sweep's naming)."""
-    return name if size == 28 else f"{name}_{size}"
 
 
 def _finite(x) -> float | None:
@@ -54,10 +48,12 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
     r = writers.read_json(path)
     try:
         init = r["init"]
-        method = RANDOM if init["kind"] == "random" else init.get("method", "pretrained")
+        method = (
+            methods.RANDOM if init["kind"] == methods.RANDOM else init.get("method", "pretrained")
+        )
         return {
             "workdir": str(path.parent),
-            "dataset": dataset_label(r["dataset"], r["size"]),
+            "dataset": registry.dataset_key(r["dataset"], r["size"]),
             "size": r["size"],
             "model": f"{r['model']['name']} w{r['model']['width']}",
             "protocol": r["protocol"],
@@ -77,11 +73,11 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
 
 def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
     """The pretraining run whose config.json is `config_path`; None for an evaluation's."""
-    c = writers.read_json(config_path)
-    if not isinstance(c, dict) or c.get("method") not in PRETRAIN_METHODS:
+    c = writers.read_config(config_path.parent)
+    if not isinstance(c, dict) or c.get("method") not in methods.METHODS:
         return None
     try:
-        dataset = dataset_label(c["data"]["name"], c["data"]["size"])
+        dataset = registry.dataset_key(c["data"]["name"], c["data"]["size"])
         seed = c["seed"]
     except (KeyError, TypeError) as e:
         raise DataError(f"{config_path} is not an ssljax config.json (field {e})") from e

@@ -10,6 +10,8 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
+from ssljax import methods
+
 # MedMNIST v2 (Yang et al., Scientific Data 2023), Table 3: ResNet-18 (28) trained from
 # random initialisation on all labels, test (ACC, AUC) as reported by the paper. TissueMNIST
 # is left out: the ACC figures available to us disagree (0.676 vs 0.681), one of them being
@@ -48,16 +50,15 @@ CSV_FIELDS = (
     "low_n_val", "low_seeds", "low_acc_mean", "low_acc_std", "low_auc_mean", "low_auc_std",
     "gain_low_auc_mean", "gain_low_auc_n", "gain_low_auc_lo", "gain_low_auc_hi",
 )  # fmt: skip
-# Methods whose raw name says little; others are shown as they are named.
-_SHORT = {"barlow_twins": "BT", "simclr": "SimCLR"}
 VERDICTS = ("gain", "loss", "inconclusive", "untested")
 
 
 def method_label(method: str) -> str:
     """'barlow_twins:bn' -> 'BT BatchNorm only (random convs)'; other names unchanged."""
     base, _, variant = method.partition(":")
-    if variant == "bn":
-        return f"{_SHORT.get(base, base)} BatchNorm only (random convs)"
+    if variant == methods.TRANSFERS["batchnorm"]:
+        short = methods.METHODS[base].short if base in methods.METHODS else base
+        return f"{short} BatchNorm only (random convs)"
     return method
 
 
@@ -172,7 +173,7 @@ def _claim(r: dict[str, Any], metric: str) -> str:
 def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """'## Summary': per dataset and model, the comparisons with random init sorted by the
     words their intervals allow (stats.verdict), for AUC then ACC."""
-    compared = [r for r in rows if r["method"] != "random"]
+    compared = [r for r in rows if r["method"] != methods.RANDOM]
     if not compared:
         return ["## Summary", "", "No method other than random init was evaluated.", ""]
     seeds = sorted({r["gain_auc"]["n"] for r in compared if r["gain_auc"]})

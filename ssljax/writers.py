@@ -1,4 +1,5 @@
-"""What a run writes for people: metrics.jsonl, TensorBoard events, a progress bar, JSON files.
+"""What a run writes: metrics.jsonl, TensorBoard events, a progress bar, JSON files, and the
+config.json round trip (written, read back, compared on resume: the one place).
 
 Only process 0 writes; on other processes every method is a no-op, so loops call them
 unconditionally. JSON files are replaced atomically; metrics.jsonl is appended a line at a
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import jax
+import ml_collections
 import tqdm
 
 from ssljax.errors import DataError, WorkdirError
@@ -68,6 +70,39 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A config as config.json holds it: nested dicts, tuples as lists."""
+    return json.loads(config.to_json_best_effort())
+
+
+def write_config(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
+    """Writes `workdir/config.json` (atomically, process 0 only)."""
+    write_json(pathlib.Path(workdir) / CONFIG_FILE, config_json(config))
+
+
+def read_config(workdir: str | pathlib.Path) -> dict[str, Any]:
+    """`workdir/config.json` as written by `write_config`; DataError when it is not JSON."""
+    return read_json(pathlib.Path(workdir) / CONFIG_FILE)
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+    """`workdir/config.json` back as a ConfigDict, JSON lists back to tuples.
+
+    Raises:
+      DataError: the file is missing or is not JSON.
+    """
+    path = pathlib.Path(workdir) / CONFIG_FILE
+    if not path.is_file():
+        raise DataError(f"{path} not found: is {workdir} an ssljax run?")
+
+    def tuples(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: tuples(v) for k, v in x.items()}
+        return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+    return ml_collections.ConfigDict(tuples(read_config(workdir)))
+
+
 def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for k, v in tree.items():
@@ -78,19 +113,22 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_config_matches(workdir: str | pathlib.Path, config: dict[str, Any]) -> None:
+def check_config_matches(
+    workdir: str | pathlib.Path, config: ml_collections.ConfigDict | dict[str, Any]
+) -> None:
     """A run resumed in `workdir` must use the config it started with.
 
     Args:
-      config: the new run's config as JSON-compatible dicts (tuples as lists).
+      config: the new run's config, or `config_json` of it.
     Raises:
       WorkdirError: naming the keys that differ from `workdir/config.json`.
       DataError: `workdir/config.json` is not JSON.
     """
-    path = pathlib.Path(workdir) / CONFIG_FILE
-    if not path.exists():
+    if not (pathlib.Path(workdir) / CONFIG_FILE).exists():
         return
-    old, new = _flatten(read_json(path)), _flatten(config)
+    if isinstance(config, ml_collections.ConfigDict):
+        config = config_json(config)
+    old, new = _flatten(read_config(workdir)), _flatten(config)
     diffs = [
         k
         for k in sorted(old.keys() | new.keys())

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from configs.base import get_config
-from ssljax import augment
-from ssljax.augment import ViewParams, augment_batch, normalize, two_views
+from ssljax.augment import ViewParams, augment_batch, geometry, normalize, photometric, two_views
 from ssljax.preview import save_views_grid
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,6 +71,12 @@ def test_view_params_from_config(views):
         dataclasses.replace(p1, crop_scale=(0.9, 0.2))
     with pytest.raises(ValueError, match="hflip_prob"):
         dataclasses.replace(p1, hflip_prob=1.5)
+    view = get_config().augment.view2
+    view.hue = 0.7
+    with pytest.raises(
+        ValueError, match=r"^config\.augment\.view2\.hue=0\.7: must be in \[0, 0\.5\]$"
+    ):
+        ViewParams.from_config(view, "augment.view2")
     with pytest.raises(TypeError, match="uint8"):
         augment_batch(jax.random.key(0), np.zeros((2, 4, 4, 1), np.float32), p1)
     with pytest.raises(ValueError, match="channel"):
@@ -159,7 +164,7 @@ def test_crop_box_follows_torchvision_rules(views):
     p = dataclasses.replace(views[0], crop_scale=(0.2, 0.6))
     u = np.random.default_rng(7).random((500, 4, 10), dtype=np.float32)
     boxes = jax.jit(
-        lambda u, params: jax.vmap(lambda v: augment._crop_box(v, 64, 64, params))(u),
+        lambda u, params: jax.vmap(lambda v: geometry.crop_box(v, 64, 64, params))(u),
         static_argnums=1,
     )
     top, left, h, w = map(np.asarray, boxes(u, p))
@@ -193,7 +198,7 @@ def _bilinear_reference(image, top, left, h, w, size):
 def test_resized_crop_matches_numpy_bilinear():
     image = np.random.default_rng(8).random((3, 20, 20)).astype(np.float32)
     box = (3, 5, 9, 13)
-    resized_crop = jax.jit(augment._resized_crop)
+    resized_crop = jax.jit(geometry.resized_crop)
     out = resized_crop(image, tuple(map(jnp.int32, box)), False, False)
     np.testing.assert_allclose(out, _bilinear_reference(image, *box, 20), atol=1e-5)
     flipped = resized_crop(image, tuple(map(jnp.int32, box)), True, True)
@@ -203,7 +208,7 @@ def test_resized_crop_matches_numpy_bilinear():
 def test_gaussian_blur_matches_numpy(views):
     x = np.random.default_rng(9).random((1, 40, 40)).astype(np.float32)
     p = dataclasses.replace(views[0], blur_sigma=(1.0, 3.0))  # sigma 2.0 px at u = 0.5
-    out = jax.jit(augment._gaussian_blur, static_argnums=2)(jnp.asarray([0.0, 0.5]), x, p)
+    out = jax.jit(photometric.gaussian_blur, static_argnums=2)(jnp.asarray([0.0, 0.5]), x, p)
     radius, sigma = 9, 2.0  # 3 x the largest sigma
     kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     kernel /= kernel.sum()
@@ -218,15 +223,15 @@ def test_blur_sigma_is_in_pixels_at_28px(views):
     x = np.zeros((1, 28, 28), np.float32)
     x[:, :, 14:] = 1.0
     p = dataclasses.replace(views[0], blur_sigma=(2.0, 2.0))
-    out = np.asarray(jax.jit(augment._gaussian_blur, static_argnums=2)(jnp.zeros(2), x, p))
+    out = np.asarray(jax.jit(photometric.gaussian_blur, static_argnums=2)(jnp.zeros(2), x, p))
     assert abs(out[0, 10, 13] - 0.5) < 0.2 and out[0, 10, 13] * 255 > 50
 
 
 def test_hue_rotation_keeps_luma_and_greys():
-    hue_matrix = jax.jit(augment._hue_matrix)
+    hue_matrix = jax.jit(photometric.hue_matrix)
     m = np.asarray(hue_matrix(jnp.float32(0.1)))
     rgb = np.random.default_rng(10).random((50, 3))
-    yiq = augment._RGB_TO_YIQ.astype(np.float64)
+    yiq = photometric.RGB_TO_YIQ.astype(np.float64)
     np.testing.assert_allclose((rgb @ m) @ yiq[0], rgb @ yiq[0], atol=1e-5)
     np.testing.assert_allclose(np.full((1, 3), 0.4) @ m, np.full((1, 3), 0.4), atol=1e-6)
     np.testing.assert_allclose(hue_matrix(jnp.float32(0.0)), np.eye(3), atol=1e-6)
@@ -240,3 +245,53 @@ def test_save_views_grid_writes_png(tmp_path, views):
     assert data[:8] == PNG_SIGNATURE
     with pytest.raises(ValueError, match="uint8"):
         save_views_grid(images.astype(np.float32), *views, jax.random.key(0), tmp_path / "b.png")
+
+
+class _StepZeroSeen(Exception):
+    pass
+
+
+def test_preview_shows_the_views_of_training_step_0(tmp_path, monkeypatch):
+    """The pretraining loop runs until it calls its train step: the preview must show that
+    batch, under the key that step draws its views from."""
+    from configs import barlow
+    from ssljax import augment, pretrain, preview, steps
+    from ssljax.data import load_dataset
+
+    config = barlow.get_config("breastmnist")
+    config.update_from_flattened_dict(
+        {"seed": 3, "model.width": 4, "model.projector_dims": (16,), "train.batch_size": 64}
+    )
+    config.update_from_flattened_dict({"log.monitor_every_epochs": 0, "log.progress": False})
+    seen = {}
+
+    def recording_build(*args, **kwargs):
+        def train(state, batch, train_key):
+            seen.update(step=int(state.step), images=np.asarray(batch[0]), train_key=train_key)
+            raise _StepZeroSeen
+
+        return build(*args, **kwargs)._replace(train=train)
+
+    build = pretrain.build
+    monkeypatch.setattr(pretrain, "build", recording_build)
+    with pytest.raises(_StepZeroSeen):
+        pretrain.run(config, tmp_path / "run")
+    assert seen["step"] == 0 and seen["images"].shape[:2] == (1, 64)  # one step per call
+
+    # The train step draws both views from fold_in(train_key, state.step).
+    def record_views(key, images, p1, p2):
+        seen["key"] = jax.random.key_data(key)
+        raise _StepZeroSeen
+
+    monkeypatch.setattr(augment, "two_views", record_views)
+    step = steps.make_pretrain_step(None, None, None, None, (None, None), False)
+    with pytest.raises(_StepZeroSeen):
+        step(steps.TrainState(jnp.int32(0), {}, {}, {}, jnp.int32(-1)), None, seen["train_key"])
+    monkeypatch.undo()
+
+    train_images = load_dataset(config.data).train.images
+    images, key = preview.step0_batch(config, train_images)
+    np.testing.assert_array_equal(images, seen["images"][0])
+    np.testing.assert_array_equal(jax.random.key_data(key), seen["key"])
+    # Not vacuous: the first images of the split (what the preview used to show) differ.
+    assert not np.array_equal(images, train_images[:64])

@@ -7,7 +7,7 @@ import sys
 import pytest
 from ml_collections import config_flags
 
-from ssljax import validation
+from ssljax import evaluate, methods, validation
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p for p in (REPO / "configs").glob("*.py") if p.name != "__init__.py")
@@ -64,6 +64,13 @@ def test_dataset_argument():
         ("data.label_fraction", 1.5, "data.label_fraction"),
         ("model.name", "resnet19", "model.name"),
         ("augment.view1.hflip_prob", 2.0, "augment.view1.hflip_prob"),
+        ("augment.view2.crop_scale", (0.5, 0.2), "augment.view2.crop_scale"),
+        ("augment.view2.hue", 0.7, "augment.view2.hue"),
+        ("method", "byol", "method"),
+        ("model.stem", "tiny", "model.stem"),
+        ("train.schedule", "linear", "train.schedule"),
+        ("eval.knn_metric", "manhattan", "eval.knn_metric"),
+        ("init.transfer", "heads", "init.transfer"),
     ],
 )
 def test_impossible_values_name_the_key(key, value, needle):
@@ -94,3 +101,23 @@ def test_mistyped_override_fails_clearly(tmp_path):
     assert result.returncode != 0
     assert "batchsize" in result.stderr and "batch_size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "name,module",
+    [(n, m.config) for n, m in methods.METHODS.items()]
+    + [(n, p.config) for n, p in evaluate.PROTOCOLS.items()],
+)
+def test_every_registered_name_has_its_config(name, module):
+    config = methods.default_config(module, "breastmnist")
+    assert config.method == name and config.data.name == "breastmnist"
+    validation.validate(config)
+
+
+def test_arms_name_methods_transfers_and_random():
+    assert methods.arms() == ["random", "barlow_twins", "barlow_twins:bn", "simclr", "simclr:bn"]
+    for arm in methods.arms():
+        assert methods.arm(*methods.parse_arm(arm)) == arm
+    for bad in ("byol", "random:bn", "simclr:xx"):
+        with pytest.raises(validation.ConfigError, match=f"unknown arm {bad!r}"):
+            methods.parse_arm(bad)

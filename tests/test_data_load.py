@@ -176,4 +176,7 @@ def test_config_errors(tmp_path, data_dir):
             data_config(name="breastmnist", root=str(data_dir), task=registry.MULTI_CLASS)
         )
     with pytest.raises(download.DatasetDownloadError, match="data.download is false"):
-        load.load_dataset(data_config(name="breastmnist", root=str(tmp_path), download=False))
+        # Not the 28 px file: that one ships with ssljax (tests/test_data_sample.py).
+        load.load_dataset(
+            data_config(name="breastmnist", size=64, root=str(tmp_path), download=False)
+        )

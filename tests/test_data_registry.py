@@ -4,6 +4,7 @@ import medmnist.info
 import pytest
 
 from ssljax.data import registry
+from ssljax.errors import ConfigError
 
 NAMES_2D = [name for name in medmnist.info.INFO if not name.endswith("3d")]
 
@@ -55,3 +56,16 @@ def test_num_outputs():
     assert registry.num_outputs(retina.task, retina.labels) == 5
     with pytest.raises(ValueError, match=r"data\.task='regression'"):
         registry.num_outputs("regression", {})
+
+
+def test_dataset_key_round_trip():
+    assert registry.dataset_key("breastmnist", 28) == "breastmnist"
+    assert registry.dataset_key("breastmnist", 64) == "breastmnist_64"
+    assert registry.file_name("breastmnist", 64) == "breastmnist_64.npz"
+    for size in registry.SIZES:
+        key = registry.dataset_key("pneumoniamnist", size)
+        assert registry.parse_dataset_key(key) == ("pneumoniamnist", size)
+    with pytest.raises(ConfigError, match="grid.datasets: unknown dataset 'breast'"):
+        registry.parse_dataset_key("breast", "grid.datasets")
+    with pytest.raises(ConfigError, match="has size 32"):
+        registry.parse_dataset_key("breastmnist_32")

@@ -22,6 +22,13 @@ MD5 = registry.get_info(NAME).md5[28]
 TIMEOUT = 5.0
 
 
+@pytest.fixture(autouse=True)
+def no_packaged_copy(monkeypatch, tmp_path_factory):
+    """The download path is under test: no copy shipped with ssljax stands in for the file
+    (tests/test_data_sample.py tests that copy)."""
+    monkeypatch.setattr(download, "SAMPLE_DIR", tmp_path_factory.mktemp("no_sample"))
+
+
 @contextlib.contextmanager
 def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     """Runs `handler` on an ephemeral 127.0.0.1 port; yields the base URL."""

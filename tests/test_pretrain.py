@@ -1,5 +1,6 @@
 """Pretraining end to end on real BreastMNIST: outputs, resume, failure, devices, processes."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import barlow, simclr
-from ssljax import checkpoint, diagnostics, parallel, pretrain, steps, writers
+from ssljax import checkpoint, diagnostics, methods, parallel, pretrain, steps, writers
 from ssljax.data import batches, load_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -152,19 +153,20 @@ def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypat
 
     def nan_loss(c):
         def loss(z1, z2):
-            value, aux = pretrain.METHODS["simclr"][0](c)(z1, z2)
+            value, aux = methods.METHODS["simclr"].make_loss(c)(z1, z2)
             return value * jax.numpy.nan, aux
 
         return loss
 
-    barlow_twins = pretrain.METHODS["barlow_twins"]
-    monkeypatch.setitem(pretrain.METHODS, "barlow_twins", (nan_loss, False))
+    barlow_twins = methods.METHODS["barlow_twins"]
+    nan_method = dataclasses.replace(barlow_twins, make_loss=nan_loss)
+    monkeypatch.setitem(methods.METHODS, "barlow_twins", nan_method)
     # From the first step, before any checkpoint: steps count from 1, as metrics.jsonl does.
     with pytest.raises(pretrain.NonFiniteLossError) as e:
         pretrain.run(config, tmp_path)
     assert "non-finite at step 1;" in str(e.value)
     assert "no checkpoint was written yet" in str(e.value) and "kept" not in str(e.value)
-    monkeypatch.setitem(pretrain.METHODS, "barlow_twins", barlow_twins)
+    monkeypatch.setitem(methods.METHODS, "barlow_twins", barlow_twins)
 
     saves = []
     original_save = checkpoint.Checkpointer.save
@@ -180,7 +182,7 @@ def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(checkpoint.Checkpointer, "save", original_save)
     before = (tmp_path / "checkpoints" / "8").stat().st_mtime_ns
 
-    monkeypatch.setitem(pretrain.METHODS, "barlow_twins", (nan_loss, False))
+    monkeypatch.setitem(methods.METHODS, "barlow_twins", nan_method)
     with pytest.raises(pretrain.NonFiniteLossError) as e:
         pretrain.run(config, tmp_path)
     assert "non-finite at step 9;" in str(e.value)  # the first step after the checkpoint

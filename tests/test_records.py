@@ -71,6 +71,27 @@ def test_corrupt_config_json_is_named(tmp_path):
         writers.check_config_matches(tmp_path, {"seed": 0})
 
 
+def test_config_round_trip_and_resume_check(tmp_path):
+    from configs import barlow
+
+    config = barlow.get_config("breastmnist")
+    writers.write_config(tmp_path, config)
+    scale = config.augment.view1.crop_scale
+    assert writers.read_config(tmp_path)["augment"]["view1"]["crop_scale"] == list(scale)
+    loaded = writers.load_config(tmp_path)
+    assert loaded.augment.view1.crop_scale == config.augment.view1.crop_scale  # tuples again
+    assert isinstance(loaded.augment.view1.crop_scale, tuple)
+    assert writers.config_json(loaded) == writers.config_json(config)
+    writers.check_config_matches(tmp_path, config)
+    config.data.root = "/elsewhere"  # a key that may change on resume
+    writers.check_config_matches(tmp_path, config)
+    config.train.epochs += 1
+    with pytest.raises(errors.WorkdirError, match=r"\(train.epochs differ\)"):
+        writers.check_config_matches(tmp_path, config)
+    with pytest.raises(errors.DataError, match="config.json not found"):
+        writers.load_config(tmp_path / "nothing")
+
+
 STATE = {"w": jnp.arange(1000.0), "b": {"x": jnp.ones((30, 30))}}
 
 

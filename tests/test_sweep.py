@@ -11,6 +11,7 @@ import pytest
 
 from experiments import sweep
 from experiments.grids import flatten, overrides, quickstart
+from ssljax import writers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -185,13 +186,6 @@ def test_interrupted_sweep_resumes(tmp_path):
     assert calls[3:] == [c["name"] for c in record["cells"][1:]]
 
 
-def test_parse_dataset():
-    assert sweep.parse_dataset("pneumoniamnist") == ("pneumoniamnist", 28)
-    assert sweep.parse_dataset("breastmnist_64") == ("breastmnist", 64)
-    with pytest.raises(ValueError, match="unknown dataset 'breast'"):
-        sweep.parse_dataset("breast")
-
-
 def test_overrides_nest_dotted_keys():
     section = overrides({"train.epochs": 2, "train.decay_epochs": (1, 2), "seed": 3})
     assert flatten(section) == {"train.epochs": 2, "train.decay_epochs": (1, 2), "seed": 3}
@@ -226,9 +220,7 @@ def test_command_line_lists_cells_with_grid_overrides(tmp_path):
 def test_finished_cells_are_skipped_under_a_relative_or_absolute_root(tmp_path, monkeypatch):
     def runner(cell: sweep.Cell) -> None:
         # Stands in for a run: its config.json and the marker of a finished run.
-        sweep.writers.write_json(
-            cell.workdir / "config.json", sweep.pretrain.json_config(cell.config)
-        )
+        sweep.writers.write_json(cell.workdir / "config.json", writers.config_json(cell.config))
         (cell.workdir / ("encoder" if cell.kind == "pretrain" else "results.json")).mkdir()
 
     grid = make_grid(methods=("barlow_twins", "random"), seeds=(0,))

@@ -4,7 +4,7 @@
     python -m ssljax.report runs/study_cpu --out=experiments/results/DATE-study_cpu
 
 BreastMNIST (546 train images) and PneumoniaMNIST (4,708), 28 px, under the fair protocol
-(docs: DESIGN.md "A fair comparison"): Barlow Twins and SimCLR with solo-learn's small-image
+(docs/design.md, "A fair comparison"): Barlow Twins and SimCLR with solo-learn's small-image
 recipes (configs/barlow.py, configs/simclr.py) against the identical network from random
 initialisation (residual BatchNorm scales at one, torchvision's default), with BatchNorm
 statistics re-estimated on the train images before every scoring; and the ablation

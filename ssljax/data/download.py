@@ -20,6 +20,8 @@ from ssljax.data import registry
 from ssljax.errors import DataError
 
 _CHUNK = 1 << 20
+# Dataset files shipped inside the package (package data; see its README for the license).
+SAMPLE_DIR = pathlib.Path(__file__).resolve().parent / "sample"
 
 
 class DatasetDownloadError(DataError):
@@ -133,6 +135,25 @@ def _stream(
     return digest.hexdigest(), size, expected_size
 
 
+def packaged_file(name: str, size: int) -> pathlib.Path | None:
+    """The copy of a dataset file that ships with ssljax (`SAMPLE_DIR`), or None.
+
+    Raises:
+      DataError: the shipped copy's MD5 differs from the registry's (a damaged install).
+    """
+    path = SAMPLE_DIR / registry.file_name(name, size)
+    if not path.is_file():
+        return None
+    expected, digest = registry.get_info(name).md5[size], md5sum(path)
+    if digest != expected:
+        raise DataError(
+            f"{path}, the copy of {path.name} shipped with ssljax, has MD5 {digest}, expected "
+            f"{expected}: the installation is damaged. Reinstall ssljax, or place the file in "
+            "the data root (SSLJAX_DATA_DIR or config.data.root)."
+        )
+    return path
+
+
 def ensure_file(
     name: str,
     size: int,
@@ -143,7 +164,8 @@ def ensure_file(
     url: str | None = None,
     timeout: float = 60.0,
 ) -> pathlib.Path:
-    """The path of a registry dataset's file in `root`, downloading it when missing.
+    """The path of a registry dataset's file in `root`; when `root` lacks it, the copy
+    shipped with ssljax (`packaged_file`, MD5-checked), else a download into `root`.
 
     An existing file is returned as is (hashing a 224 px file on every run would cost
     seconds); `load_npz` catches a truncated or foreign file and says to delete it.
@@ -161,11 +183,15 @@ def ensure_file(
     Raises:
       ValueError: unknown name or size.
       DatasetDownloadError: the file is missing and could not be downloaded and verified.
+      DataError: the copy shipped with ssljax is damaged.
     """
     info = registry.get_info(name)
     dest = data_root(root) / registry.file_name(name, size)
     if dest.is_file():
         return dest
+    packaged = packaged_file(name, size)
+    if packaged is not None:
+        return packaged
     url = url or info.urls[size]
     md5 = info.md5[size]
     if not download:

@@ -41,10 +41,33 @@ class DatasetInfo:
     md5: dict[int, str]
 
 
+def dataset_key(name: str, size: int) -> str:
+    """'breastmnist' at 28 px, 'breastmnist_64' otherwise: the medmnist package's file stem,
+    and the dataset's name in sweep grids, workdir names and report tables (any size: a
+    user's own file may have another)."""
+    return name if size == 28 else f"{name}_{size}"
+
+
+def parse_dataset_key(key: str, where: str = "dataset") -> tuple[str, int]:
+    """'breastmnist' -> ('breastmnist', 28), 'breastmnist_64' -> ('breastmnist', 64); an
+    unknown name or size raises ConfigError naming `where` (e.g. 'grid.datasets')."""
+    name, sep, size = key.rpartition("_")
+    if not (sep and size.isdigit()):
+        name, size = key, "28"
+    if name not in DATASETS:
+        raise ConfigError(
+            f"{where}: unknown dataset {key!r}; use a MedMNIST flag, optionally with _SIZE: "
+            f"{sorted(DATASETS)}"
+        )
+    if int(size) not in SIZES:
+        raise ConfigError(f"{where}: {key!r} has size {size}; sizes are {SIZES}")
+    return name, int(size)
+
+
 def file_name(name: str, size: int) -> str:
     """The file name the medmnist package uses: 'breastmnist.npz' (28 px), 'breastmnist_64.npz'."""
     check_size(size)
-    return f"{name}.npz" if size == 28 else f"{name}_{size}.npz"
+    return f"{dataset_key(name, size)}.npz"
 
 
 def check_size(size: int) -> None:

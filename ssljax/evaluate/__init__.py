@@ -15,10 +15,10 @@ choice's per-image test scores in `test_scores.npz`, and a confusion matrix besi
     finetune.py  fine-tuning with a step budget independent of the label count
 """
 
-import json
 import pathlib
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import ml_collections
@@ -46,7 +46,22 @@ def _frozen(protocol):
     return run_protocol
 
 
-PROTOCOLS = {"finetune": _finetune, "linear": _frozen(frozen.linear), "knn": _frozen(frozen.knn)}
+class Protocol(NamedTuple):
+    """One evaluation protocol: how it scores an encoder, and the config it starts from."""
+
+    # (config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh) ->
+    # {'selection', 'test_scores' float32 [N, C], ...} of results.json.
+    run: Callable[..., dict[str, Any]]
+    # The module of its default config (`get_config(dataset)`), e.g. 'configs.finetune'.
+    config: str
+
+
+# The one list of protocol names (`config.method` of an evaluation), in the report's order.
+PROTOCOLS = {
+    "finetune": Protocol(_finetune, "configs.finetune"),
+    "linear": Protocol(_frozen(frozen.linear), "configs.linear"),
+    "knn": Protocol(_frozen(frozen.knn), "configs.knn"),
+}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -65,9 +80,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 
 def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
     start = time.time()
-    json_config = json.loads(config.to_json_best_effort())
     # A fine-tuning run resumes from workdir's checkpoints: they must come from this config.
-    writers.check_config_matches(workdir, json_config)
+    writers.check_config_matches(workdir, config)
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
     if config.method == "finetune":
@@ -79,9 +93,9 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
     val_idx = setup.val_subset(data, config)
     encoder = setup.build_encoder(config, data.size)
     init_vars, init_info = setup.load_init(config, encoder, data.train.images.shape[1:])
-    writers.write_json(workdir / writers.CONFIG_FILE, json_config)
+    writers.write_config(workdir, config)
 
-    out = PROTOCOLS[config.method](
+    out = PROTOCOLS[config.method].run(
         config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh
     )
     test_scores = out.pop("test_scores")

@@ -11,12 +11,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssljax import checkpoint, models, steps, writers
+from ssljax import checkpoint, methods, models, steps, writers
 from ssljax.data import Dataset, registry, subsets
 from ssljax.errors import ConfigError, DataError
-
-# init.transfer -> what of a pretrained encoder is kept (the rest is the seed's random init).
-TRANSFERS = ("all", "batchnorm")
 
 
 def classification_loss(task: str):
@@ -102,7 +99,7 @@ def load_init(
     """
     source = config.init.workdir
     if not source:
-        return None, {"workdir": "", "kind": "random"}
+        return None, {"workdir": "", "kind": methods.RANDOM}
     source = pathlib.Path(source).expanduser()
     variables = checkpoint.load_encoder(source)
     expected = jax.eval_shape(
@@ -110,7 +107,7 @@ def load_init(
     )
     shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)  # noqa: E731
     init_config = _init_run_config(source)
-    theirs = writers.read_json(init_config) if init_config.exists() else None
+    theirs = writers.read_config(init_config.parent) if init_config.exists() else None
     if shapes(variables) != shapes(dict(expected)):
         used = ""
         if theirs is not None:
@@ -126,13 +123,11 @@ def load_init(
             "pretraining run did, on a dataset with the same number of channels."
         )
     transfer = config.init.transfer
-    if transfer not in TRANSFERS:
-        raise ConfigError(f"config.init.transfer={transfer!r}: must be one of {list(TRANSFERS)}")
     info = {"workdir": str(source), "kind": "pretrained", "transfer": transfer}
     if theirs is not None:
         info["config_sha256"] = hashlib.sha256(init_config.read_bytes()).hexdigest()
         # The ablation is its own arm in tables: 'barlow_twins:bn'.
-        info["method"] = theirs["method"] + (":bn" if transfer == "batchnorm" else "")
+        info["method"] = methods.arm(theirs["method"], transfer)
     return variables, info
 
 

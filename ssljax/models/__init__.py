@@ -3,7 +3,9 @@
 from ssljax.models.heads import ClassifierModel, MLPProjector, PretrainModel
 from ssljax.models.resnet import (
     BN_MOMENTUM,
+    DTYPES,
     ENCODERS,
+    STEMS,
     BasicBlock,
     Bottleneck,
     ResNet,
@@ -12,8 +14,10 @@ from ssljax.models.resnet import (
 )
 
 __all__ = [
+    "DTYPES",
     "ENCODERS",
     "BN_MOMENTUM",
+    "STEMS",
     "BasicBlock",
     "Bottleneck",
     "ClassifierModel",

@@ -22,7 +22,9 @@ from ssljax.models import conv
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 _STAGE_WIDTHS = (1, 2, 4, 8)
 _STEMS = ("small", "imagenet")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+# The values of model.stem and model.dtype.
+STEMS = ("auto", *_STEMS)
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def _conv(features: int, kernel: int, strides: int, dtype: Any, name: str) -> nn.Conv:
@@ -209,8 +211,8 @@ def make_encoder(
         dtype_name = jnp.dtype(dtype).name
     except TypeError:
         dtype_name = str(dtype)
-    if dtype_name not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r} (model.dtype); valid: {', '.join(_DTYPES)}")
+    if dtype_name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (model.dtype); valid: {', '.join(DTYPES)}")
     if width < 1:
         raise ValueError(f"model.width must be a positive channel count; got {width}")
-    return ResNet(stage_sizes, block_cls, width, stem, _DTYPES[dtype_name], zero_init_residual)
+    return ResNet(stage_sizes, block_cls, width, stem, DTYPES[dtype_name], zero_init_residual)
