@@ -48,7 +48,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import barlow, simclr  # noqa: E402
-from ssljax import augment, parallel, pretrain, steps, validation  # noqa: E402
+from ssljax import augment, optim, parallel, pretrain, steps, validation  # noqa: E402
 from ssljax.data import batches, load_dataset  # noqa: E402
 
 CONFIGS: dict[str, Callable[[str], ml_collections.ConfigDict]] = {
@@ -280,7 +280,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             return compiled(jnp.int32(i), source)
 
     else:
-        fns = pretrain.build(config, images.shape[1:], batches.steps_per_epoch(n, batch), mesh)
+        fns = pretrain.build(config, images.shape[1:], optim.step_plan(config.train, n), mesh)
         rows = parallel.process_rows(batch)
 
         def host_batch(call: int) -> jax.Array:
@@ -296,11 +296,14 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
         holder = {"state": fns.init(init_key)}
         resident = host_batch(0)
-        compiled, lower_s, compile_s = _compile(fns.train, holder["state"], (resident,), train_key)
+        live = jax.device_put(np.ones(per_call, bool), parallel.replicated(mesh))
+        compiled, lower_s, compile_s = _compile(
+            fns.train, holder["state"], (resident,), live, train_key
+        )
 
         def dispatch(i: int) -> Any:
             data = resident if args.mode == "step" else host_batch(i)
-            holder["state"], metrics = compiled(holder["state"], (data,), train_key)
+            holder["state"], metrics = compiled(holder["state"], (data,), live, train_key)
             return metrics["loss"]
 
     _progress(f"{args.mode}: lowered in {lower_s:.1f} s, compiled in {compile_s:.1f} s")

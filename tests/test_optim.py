@@ -36,6 +36,10 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     return cfg
 
 
+def plan(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optim.StepPlan:
+    return optim.StepPlan.from_steps_per_epoch(cfg, steps_per_epoch)
+
+
 def test_mask_excludes_every_1d_param_and_adapts_kernels(flax_params):
     mask = optim.exclude_bias_and_norm(flax_params)
     chex.assert_trees_all_equal_structs(mask, flax_params)
@@ -138,7 +142,7 @@ def test_scaled_learning_rate(optimizer, batch_size, expected):
 def test_cosine_schedule_values():
     # 10 epochs of 5 steps, 2 warmup epochs: warmup ends at step 10, cosine over 40 steps.
     cfg = train_config(base_lr=0.2, batch_size=512, epochs=10, warmup_epochs=2)
-    schedule = optim.learning_rate_schedule(cfg, steps_per_epoch=5)
+    schedule = optim.learning_rate_schedule(cfg, plan(cfg, 5))
     steps = jnp.array([0, 5, 10, 30, 50, 60], jnp.int32)
     values = jax.jit(jax.vmap(schedule))(steps)
     chex.assert_type(values, jnp.float32)
@@ -150,18 +154,18 @@ def test_cosine_schedule_values():
 def test_step_and_constant_schedules():
     cfg = train_config(base_lr=0.2, batch_size=256, epochs=10, warmup_epochs=1)
     cfg.schedule, cfg.decay_epochs = "step", (4, 8)
-    step = optim.learning_rate_schedule(cfg, steps_per_epoch=5)
+    step = optim.learning_rate_schedule(cfg, plan(cfg, 5))
     got = [float(step(s)) for s in (5, 19, 20, 39, 40, 49)]
     np.testing.assert_allclose(got, [0.2, 0.2, 0.02, 0.02, 0.002, 0.002], rtol=1e-6)
     cfg.schedule = "constant"
-    constant = optim.learning_rate_schedule(cfg, steps_per_epoch=5)
+    constant = optim.learning_rate_schedule(cfg, plan(cfg, 5))
     np.testing.assert_allclose([float(constant(s)) for s in (0, 4, 5, 49)], [0, 0.16, 0.2, 0.2])
 
 
 @pytest.mark.parametrize("optimizer", sorted(optim.OPTIMIZERS))
 def test_make_optimizer_decays_kernels_only(optimizer, flax_params):
     cfg = train_config(optimizer=optimizer, warmup_epochs=0, epochs=2, weight_decay=0.1)
-    tx, schedule = optim.make_optimizer(cfg, steps_per_epoch=3)
+    tx, schedule = optim.make_optimizer(cfg, plan(cfg, 3))
     assert float(schedule(0)) > 0
     zero_grads = jax.tree.map(jnp.zeros_like, flax_params)
     updates, _ = jax.jit(tx.update)(zero_grads, tx.init(flax_params), flax_params)
@@ -176,7 +180,7 @@ def test_make_optimizer_decays_kernels_only(optimizer, flax_params):
 def test_unknown_optimizer_lists_valid_ones():
     cfg = train_config(optimizer="rmsprop")
     with pytest.raises(ValueError, match="rmsprop.*adam, adamw, lars, sgd"):
-        optim.make_optimizer(cfg, steps_per_epoch=10)
+        optim.make_optimizer(cfg, plan(cfg, 10))
     with pytest.raises(ValueError, match="rmsprop"):
         optim.scaled_learning_rate(0.1, 256, "rmsprop")
 
@@ -194,7 +198,8 @@ def test_unknown_optimizer_lists_valid_ones():
 )
 def test_bad_schedule_settings_are_rejected(overrides, steps_per_epoch, match):
     with pytest.raises(ValueError, match=match):
-        optim.learning_rate_schedule(train_config(**overrides), steps_per_epoch)
+        cfg = train_config(**overrides)
+        optim.learning_rate_schedule(cfg, plan(cfg, steps_per_epoch))
 
 
 def reference_clipped_lars(params, grads_per_step, lrs, wd, momentum, eta):
@@ -262,7 +267,7 @@ def test_schedule_follows_the_runs_length_unless_set(epochs):
     warmup, decay = optim.schedule_epochs(cfg)
     assert warmup == pytest.approx(0.1 * epochs)
     assert decay == pytest.approx((0.5 * epochs, 0.75 * epochs))
-    schedule = optim.learning_rate_schedule(cfg, 10)
+    schedule = optim.learning_rate_schedule(cfg, plan(cfg, 10))
     assert float(schedule(10 * epochs - 1)) == pytest.approx(0.1 * 0.01, rel=1e-5)
     cfg.warmup_epochs, cfg.decay_epochs = 0.0, (1, 2)  # set by the user: exactly that
     assert optim.schedule_epochs(cfg) == (0.0, (1, 2))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import barlow, simclr
-from ssljax import checkpoint, diagnostics, parallel, pretrain, steps, writers
+from ssljax import checkpoint, diagnostics, optim, parallel, pretrain, steps, writers
 from ssljax.data import batches, load_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -197,14 +197,15 @@ def two_steps(config, mesh, initial: bool = False):
     data = load_dataset(config.data)
     images = data.train.images
     n, b = len(images), config.train.batch_size
-    fns = pretrain.build(config, images.shape[1:], batches.steps_per_epoch(n, b), mesh)
+    fns = pretrain.build(config, images.shape[1:], optim.step_plan(config.train, n), mesh)
     init_key, train_key = steps.derive_keys(config.seed)
     state = fns.init(init_key)
     start = [parallel.to_host(p) for p in jax.tree.leaves(state.params)] if initial else None
     rows = parallel.process_rows(b)
     idx = np.stack([batches.train_batch_indices(config.seed, s, n, b)[rows] for s in range(2)])
     x = parallel.host_to_global(images[idx], mesh, batch_axis=1)
-    state, metrics = fns.train(state, (x,), train_key)
+    live = jax.make_array_from_process_local_data(parallel.replicated(mesh), np.ones(2, bool))
+    state, metrics = fns.train(state, (x,), live, train_key)
     params = [parallel.to_host(p) for p in jax.tree.leaves(state.params)]
     if initial:
         return parallel.to_host(metrics["loss"]), params, start
