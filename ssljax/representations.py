@@ -116,14 +116,27 @@ def write(
         the monitor's apply (BatchNorm statistics re-estimated on train images).
       key, views: the augmentation of the cross-correlation batch (step 0's key).
     """
-    names = ("fresh init", "after pretraining")
     val, test = data.splits["val"], data.splits["test"]
-    corr = two_view_correlation(model, states, val.images[:MAX_IMAGES], key, views, mesh)
-    summaries = [correlation_summary(c) for c in corr]
-    cls, label_names = classes(data.task, test.labels, data.label_names)
+    images = val.images[:MAX_IMAGES]
+    corr = two_view_correlation(model, states, images, key, views, mesh)
     xy = [pca_2d(outputs(s)(test.images)[0]) for s in states]
-    if jax.process_index() != 0:
-        return
+    cls, label_names = classes(data.task, test.labels, data.label_names)
+    if jax.process_index() == 0:
+        save(workdir, corr, xy, cls, label_names, f"{title}, {len(images)} val images")
+
+
+def save(
+    workdir: pathlib.Path,
+    correlations: Sequence[np.ndarray],
+    xy: Sequence[np.ndarray],
+    cls: np.ndarray,
+    label_names: Sequence[str],
+    title: str,
+) -> None:
+    """Writes the .npz files and PNGs of (fresh, final): cross-correlations float [D, D],
+    PCA points float [N, 2], classes int [N] of the test images and their names."""
+    names = ("fresh init", "after pretraining")
+    summaries = [correlation_summary(c) for c in correlations]
     arrays = {
         f"{w}_{k}": v
         for w, s in zip(("init", "final"), summaries, strict=True)
@@ -133,7 +146,7 @@ def write(
     plots.cross_correlation_figure(
         list(zip(names, summaries, strict=True)),
         workdir / f"{CROSS_CORRELATION}.png",
-        f"cross-correlation of two views, {title}, {len(val.images[:MAX_IMAGES])} val images",
+        f"cross-correlation of two views, {title}",
     )
     _save(
         workdir / f"{EMBEDDINGS}.npz",
