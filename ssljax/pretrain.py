@@ -1,9 +1,12 @@
-"""The pretraining loop: Barlow Twins or SimCLR on the unlabelled training split.
+"""Pretraining: Barlow Twins or SimCLR on the unlabelled training split.
 
 `run(config, workdir)` is what `launch.py` calls. It checks and locks the workdir
-(`ssljax.workdirs`), writes `config.json`, `metrics.jsonl`, TensorBoard events and
-`checkpoints/`, resumes from the newest checkpoint that restores when started again with the
-same command, and exports the final encoder to `encoder/`.
+(`ssljax.workdirs`), builds the model and its jitted step, resumes from the newest checkpoint
+that restores when started again with the same command, and trains on `ssljax.loop` with two
+actions: log and kNN monitor. It writes `config.json`, `metrics.jsonl`, TensorBoard events and
+`checkpoints/`; at the end the cross-correlation and embedding pictures
+(`ssljax.representations`) and, last, the final encoder in `encoder/` (the mark of a
+finished run).
 
 Besides the loss and its terms, it logs whether training is healthy (`ssljax.diagnostics`):
 `weight_change/conv` and `weight_change/bn_scale` of the encoder since initialisation at every

@@ -1,6 +1,8 @@
 """LARS against a NumPy transcription of the Barlow Twins reference, masks on real Flax
 parameters, schedules, learning-rate scaling, and the optimiser registry."""
 
+import pathlib
+
 import chex
 import flax.linen as nn
 import jax
@@ -9,9 +11,10 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from ml_collections import config_flags
 
 from configs.base import get_config
-from ssljax import optim
+from ssljax import optim, validation
 
 
 class TinyNet(nn.Module):
@@ -271,3 +274,51 @@ def test_schedule_follows_the_runs_length_unless_set(epochs):
     assert float(schedule(10 * epochs - 1)) == pytest.approx(0.1 * 0.01, rel=1e-5)
     cfg.warmup_epochs, cfg.decay_epochs = 0.0, (1, 2)  # set by the user: exactly that
     assert optim.schedule_epochs(cfg) == (0.0, (1, 2))
+
+
+CONFIG_FILES = sorted(
+    p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py") if p.stem != "__init__"
+)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5])
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_epochs_alone_gives_every_config_a_schedule(path, epochs):
+    """`--config.train.epochs=N` alone: the config validates and its plan, on BreastMNIST's
+    546 train images, warms up and decays within the run (pretraining's 10% warmup of a
+    1-epoch run included)."""
+    module = config_flags.config_flags._LoadConfigModule(f"cfg_{path.stem}", str(path))
+    config = module.get_config()
+    config.train.epochs = epochs
+    validation.validate(config)
+    drop_last = config.method in validation.PRETRAIN_METHODS
+    plan = optim.step_plan(config.train, 546, drop_last=drop_last)
+    assert plan.steps_per_epoch == (
+        546 // config.train.batch_size if drop_last else -(-546 // config.train.batch_size)
+    )
+    assert plan.total_steps == epochs * plan.steps_per_epoch
+    assert 0 <= plan.warmup_steps <= plan.total_steps
+    assert all(plan.warmup_steps <= d <= plan.total_steps for d in plan.decay_steps)
+    tx, schedule = optim.make_optimizer(config.train, plan)
+    assert float(schedule(plan.total_steps - 1)) >= 0 and tx is not None
+
+
+def test_step_plan_rounds_by_the_batches_rule():
+    cfg = train_config(batch_size=128, epochs=3, warmup_epochs=None, decay_epochs=None)
+    cfg.warmup_fraction, cfg.decay_fractions = 0.1, (0.5, 0.75)
+    dropped, streamed = optim.step_plan(cfg, 546), optim.step_plan(cfg, 546, drop_last=False)
+    assert (dropped.steps_per_epoch, streamed.steps_per_epoch) == (4, 5)
+    assert streamed == optim.StepPlan(5, 15, 2, (8, 11))  # round(0.3 * 5), round(7.5), ...
+    assert streamed.epoch(9) == 1 and streamed.epoch(10) == 2
+    cfg.warmup_epochs, cfg.decay_epochs = 1.0, (2, 3)  # set by the user: exactly that
+    assert optim.step_plan(cfg, 546, drop_last=False) == optim.StepPlan(5, 15, 5, (10, 15))
+
+
+def test_impossible_explicit_schedule_is_a_config_error():
+    module = config_flags.config_flags._LoadConfigModule(
+        "cfg_finetune", str(CONFIG_FILES[0].parent / "finetune.py")
+    )
+    config = module.get_config()
+    config.train.epochs, config.train.decay_epochs = 5, (50, 75)
+    with pytest.raises(validation.ConfigError, match=r"train\.decay_epochs.*\(50, 75\)"):
+        validation.validate(config)

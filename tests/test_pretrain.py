@@ -14,7 +14,16 @@ import numpy as np
 import pytest
 
 from configs import barlow, simclr
-from ssljax import checkpoint, diagnostics, optim, parallel, pretrain, steps, writers
+from ssljax import (
+    checkpoint,
+    diagnostics,
+    optim,
+    parallel,
+    pretrain,
+    representations,
+    steps,
+    writers,
+)
 from ssljax.data import batches, load_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -66,8 +75,13 @@ def finished_run(request, tmp_path_factory):
 
 def test_run_writes_outputs_and_learns(finished_run):
     method, workdir, summary = finished_run
-    for name in ("config.json", "metrics.jsonl", "encoder", "checkpoints", "tensorboard"):
+    outputs = ("config.json", "metrics.jsonl", "encoder", "checkpoints", "tensorboard")
+    figures = ("cross_correlation.npz", "cross_correlation.png", "embeddings.npz", "embeddings.png")
+    for name in outputs + figures:
         assert (workdir / name).exists(), name
+    # Training makes the two views agree: their cross-correlation diagonal rises.
+    corr = representations.load(workdir, representations.CROSS_CORRELATION)
+    assert corr["final_mean_diag"] > corr["init_mean_diag"], corr
     assert json.loads((workdir / "config.json").read_text())["method"] == method
     assert checkpoint.committed_steps(workdir / "checkpoints") == [8, 16]  # 546 // 64 = 8
     records = writers.read_metrics(workdir)
