@@ -187,7 +187,7 @@ def test_finetuning_traces_once_and_resumes_exactly(tmp_path, traces, monkeypatc
     config.checkpoint.every_epochs = 1
     config.log.progress = False
     whole = evaluate.run(config, tmp_path / "whole")
-    assert traces == [((2, 128, 28, 28, 1), (2, 128, 1), (2, 128))]
+    assert traces == [((2, 128, 28, 28, 1), (2, 128), (2, 128))]  # images, labels, mask
     original_save = checkpoint.Checkpointer.save
 
     def save_then_stop(self, step, state):
