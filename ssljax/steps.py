@@ -157,7 +157,8 @@ def make_classifier_step(
       view: light training augmentation, or None for none (the MedMNIST v2 recipe).
     Returns:
       step(state, images uint8 [B,H,W,C], labels, mask bool [B], train_key) -> (state, metrics).
-      Masked-out rows (padding) do not contribute to the loss.
+      Masked-out rows (padding) do not contribute to the loss or its gradient; they do
+      enter train-mode BatchNorm statistics, so the fine-tuning stream fills every row.
     """
 
     def step(state, images, labels, mask, train_key):
