@@ -47,7 +47,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ssljax import augment, methods, models, parallel, pretrain, steps, validation  # noqa: E402
+from ssljax import augment, methods, models, optim, parallel, pretrain, steps, validation  # noqa: E402
 from ssljax.data import batches, load_dataset  # noqa: E402
 
 # The benchmark's own projectors (those of its dated records), not the configs' defaults.
@@ -273,7 +273,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
             return compiled(jnp.int32(i), source)
 
     else:
-        fns = pretrain.build(config, images.shape[1:], batches.steps_per_epoch(n, batch), mesh)
+        fns = pretrain.build(config, images.shape[1:], optim.step_plan(config.train, n), mesh)
         rows = parallel.process_rows(batch)
 
         def host_batch(call: int) -> jax.Array:
@@ -289,11 +289,14 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
         holder = {"state": fns.init(init_key)}
         resident = host_batch(0)
-        compiled, lower_s, compile_s = _compile(fns.train, holder["state"], (resident,), train_key)
+        live = jax.device_put(np.ones(per_call, bool), parallel.replicated(mesh))
+        compiled, lower_s, compile_s = _compile(
+            fns.train, holder["state"], (resident,), live, train_key
+        )
 
         def dispatch(i: int) -> Any:
             data = resident if args.mode == "step" else host_batch(i)
-            holder["state"], metrics = compiled(holder["state"], (data,), train_key)
+            holder["state"], metrics = compiled(holder["state"], (data,), live, train_key)
             return metrics["loss"]
 
     _progress(f"{args.mode}: lowered in {lower_s:.1f} s, compiled in {compile_s:.1f} s")

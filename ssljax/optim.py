@@ -2,8 +2,11 @@
 
 Everything derived (the scaled learning rate, step counts from epochs) is computed here from
 the primary values in `config.train`, so a command-line override never leaves a stale number.
+`StepPlan` is the one place a run's step counts (per epoch, total, warmup, decay) come from:
+the training loop, the schedule and the start-up message all read it.
 """
 
+import dataclasses
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from ssljax.data import batches
 
 LARGE_BATCH_OPTIMIZERS = ("lars", "sgd")  # learning rate scaled linearly with the batch
 ADAPTIVE_OPTIMIZERS = ("adam", "adamw")  # learning rate used as given
@@ -213,38 +218,71 @@ def schedule_epochs(train_config: ml_collections.ConfigDict) -> tuple[float, tup
     return float(warmup), decay
 
 
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """A run's step counts, from `config.train` and the dataset's size (`step_plan`)."""
+
+    steps_per_epoch: int  # optimiser steps per epoch, >= 1
+    total_steps: int  # train.epochs * steps_per_epoch
+    warmup_steps: int  # linear warmup over steps [0, warmup_steps)
+    decay_steps: tuple[int, ...]  # the step schedule's x0.1 boundaries, ascending
+
+    @classmethod
+    def from_steps_per_epoch(
+        cls, train_config: ml_collections.ConfigDict, steps_per_epoch: int
+    ) -> "StepPlan":
+        """The plan of `train_config` (epochs and the keys of `schedule_epochs`) at
+        `steps_per_epoch`, an int >= 1; ValueError naming the key otherwise."""
+        if not (isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1):
+            raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
+        warmup, decay = schedule_epochs(train_config)
+        return cls(
+            steps_per_epoch=int(steps_per_epoch),
+            total_steps=int(train_config.epochs * steps_per_epoch),
+            warmup_steps=round(warmup * steps_per_epoch),
+            decay_steps=tuple(round(e * steps_per_epoch) for e in decay),
+        )
+
+    def epoch(self, step: int) -> int:
+        """Whole epochs done after `step` steps."""
+        return step // self.steps_per_epoch
+
+
+def step_plan(
+    train_config: ml_collections.ConfigDict, n_examples: int, drop_last: bool = True
+) -> StepPlan:
+    """The plan of a run over `n_examples` per epoch at `train_config.batch_size`: full
+    batches only (`drop_last`, pretraining) or every example once (fine-tuning), by the one
+    rule `batches.steps_per_epoch`."""
+    spe = batches.steps_per_epoch(n_examples, train_config.batch_size, drop_last)
+    return StepPlan.from_steps_per_epoch(train_config, spe)
+
+
 def learning_rate_schedule(
-    train_config: ml_collections.ConfigDict, steps_per_epoch: int
+    train_config: ml_collections.ConfigDict, plan: StepPlan
 ) -> optax.Schedule:
     """The learning rate as a function of the optimiser step.
 
-    Linear warmup from 0 to the scaled peak over the warmup epochs of `schedule_epochs` (step
-    s < W gets `peak * s / W`, as the Barlow Twins reference), then by `schedule`: `cosine`
-    decays to 0 at `epochs`; `step` multiplies by 0.1 at each decay epoch; `constant` stays
-    at the peak.
+    Linear warmup from 0 to the scaled peak over `plan.warmup_steps` (step s < W gets
+    `peak * s / W`, as the Barlow Twins reference), then by `schedule`: `cosine` decays to 0
+    at `plan.total_steps`; `step` multiplies by 0.1 at each of `plan.decay_steps`; `constant`
+    stays at the peak.
 
     Args:
-      train_config: `config.train` (base_lr, batch_size, optimizer, schedule, epochs and the
-        keys of `schedule_epochs`).
-      steps_per_epoch: optimiser steps per epoch, >= 1.
+      train_config: `config.train` (base_lr, batch_size, optimizer, schedule).
+      plan: the run's step counts.
 
     Returns:
       A schedule mapping an int step (scalar, traceable) to a float32 learning rate.
     """
     cfg = train_config
-    if not (isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1):
-        raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
     if cfg.schedule not in SCHEDULES:
         raise ValueError(
             f"unknown train.schedule {cfg.schedule!r}; valid: {', '.join(sorted(SCHEDULES))}"
         )
-    warmup_epochs, decay_epochs = schedule_epochs(cfg)
-    boundaries = []
-    if cfg.schedule == "step":
-        boundaries = [round(e * steps_per_epoch) for e in decay_epochs]
+    boundaries = list(plan.decay_steps) if cfg.schedule == "step" else []
     peak = scaled_learning_rate(cfg.base_lr, cfg.batch_size, cfg.optimizer)
-    total = max(round(cfg.epochs * steps_per_epoch), 1)
-    warmup = round(warmup_epochs * steps_per_epoch)
+    total, warmup = max(plan.total_steps, 1), plan.warmup_steps
     after_warmup = SCHEDULES[cfg.schedule]
 
     def schedule(count: jax.Array) -> jax.Array:
@@ -300,18 +338,18 @@ OPTIMIZERS: dict[
 
 
 def make_optimizer(
-    train_config: ml_collections.ConfigDict, steps_per_epoch: int
+    train_config: ml_collections.ConfigDict, plan: StepPlan
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optimiser named by `train_config.optimizer` and its learning-rate schedule.
 
     Args:
       train_config: `config.train`; reads optimizer, weight_decay, momentum, bias_lr_factor
-        and the schedule keys of `learning_rate_schedule`.
-      steps_per_epoch: optimiser steps per epoch, >= 1.
+        and the keys of `learning_rate_schedule`.
+      plan: the run's step counts.
 
     Returns:
       `(tx, schedule)`: the transformation, and the schedule it follows (for logging `lr`).
     """
     _check_optimizer(train_config.optimizer)
-    schedule = learning_rate_schedule(train_config, steps_per_epoch)
+    schedule = learning_rate_schedule(train_config, plan)
     return OPTIMIZERS[train_config.optimizer](schedule, train_config), schedule

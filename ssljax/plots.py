@@ -117,3 +117,46 @@ def embedding_map(
     ax.set_ylabel("principal component 2")
     ax.set_title(title, fontsize=9)
     return save_figure(fig, path)
+
+
+def cross_correlation_figure(
+    panels: Sequence[tuple[str, dict[str, np.ndarray]]], path: str | pathlib.Path, title: str
+) -> pathlib.Path:
+    """Cross-correlation matrices side by side, one per (name, summary) panel; a summary
+    (`representations.correlation_summary`) holds the matrix's first dims, `block` float
+    [K, K], and its `mean_diag` and `mean_abs_off` over all D dims, and `dims` (D)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+    for ax, (name, c) in zip(axes[0], panels, strict=True):
+        im = ax.imshow(c["block"], cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_title(
+            f"{name}\nmean diag {float(c['mean_diag']):.2f}, "
+            f"mean |off| {float(c['mean_abs_off']):.2f}",
+            fontsize=9,
+        )
+        ax.set_xlabel(f"view 2 dim (first {len(c['block'])} of {int(c['dims'])})")
+        ax.set_ylabel("view 1 dim")
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, dpi=110)
+
+
+def embeddings_figure(
+    panels: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    label_names: Sequence[str],
+    path: str | pathlib.Path,
+    title: str,
+) -> pathlib.Path:
+    """2D scatter per panel (title, points float [N, 2], class int [N]) coloured by class."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.6), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, xy, cls) in zip(axes[0], panels, strict=True):
+        for k in np.unique(cls):
+            sel = cls == k
+            label = label_names[k] if k < len(label_names) else str(k)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, color=cmap(k % 10), label=label[:20])
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0, -1].legend(fontsize=7, markerscale=2, loc="best")
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path, dpi=110)

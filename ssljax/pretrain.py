@@ -1,9 +1,12 @@
-"""The pretraining loop: Barlow Twins or SimCLR on the unlabelled training split.
+"""Pretraining: Barlow Twins or SimCLR on the unlabelled training split.
 
 `run(config, workdir)` is what `launch.py` calls. It checks and locks the workdir
-(`ssljax.workdirs`), writes `config.json`, `metrics.jsonl`, TensorBoard events and
-`checkpoints/`, resumes from the newest checkpoint that restores when started again with the
-same command, and exports the final encoder to `encoder/`.
+(`ssljax.workdirs`), builds the model and its jitted step, resumes from the newest checkpoint
+that restores when started again with the same command, and trains on `ssljax.loop` with two
+actions: log and kNN monitor. It writes `config.json`, `metrics.jsonl`, TensorBoard events and
+`checkpoints/`; at the end the cross-correlation and embedding pictures
+(`ssljax.representations`) and, last, the final encoder in `encoder/` (the mark of a
+finished run).
 
 Besides the loss and its terms, it logs whether training is healthy (`ssljax.diagnostics`):
 `weight_change/conv` and `weight_change/bn_scale` of the encoder since initialisation at every
@@ -27,10 +30,12 @@ from ssljax import (
     checkpoint,
     diagnostics,
     inference,
+    loop,
     methods,
     models,
     optim,
     parallel,
+    representations,
     steps,
     workdirs,
     writers,
@@ -57,7 +62,8 @@ class Compiled(NamedTuple):
     model: models.PretrainModel
     # key -> TrainState, replicated over the mesh.
     init: Callable[[jax.Array], steps.TrainState]
-    # (state, (images uint8 [S, B, H, W, C],), train_key) -> (state, metrics [S]); donates state.
+    # (state, (images uint8 [S, B, H, W, C],), live bool [S], train_key) -> (state, metrics
+    # [S]); donates state (`steps.scan_steps`).
     train: Callable[..., tuple[steps.TrainState, dict[str, jax.Array]]]
     # (params, batch_stats, images uint8 [B, H, W, C]) -> (features [B, F], embeddings [B, D]).
     apply: Callable[..., tuple[jax.Array, jax.Array]]
@@ -66,17 +72,17 @@ class Compiled(NamedTuple):
 def build(
     config: ml_collections.ConfigDict,
     image_shape: tuple[int, int, int],
-    steps_per_epoch: int,
+    plan: optim.StepPlan,
     mesh: Mesh,
 ) -> Compiled:
     """Model, optimizer, loss and augmentation from `config`, as jitted functions over `mesh`.
 
     Args:
       image_shape: (H, W, C) of the training images.
-      steps_per_epoch: sets the learning-rate schedule's length.
+      plan: the run's step counts, which set the learning-rate schedule.
     """
     model = build_model(config, image_shape[0])
-    tx, schedule = optim.make_optimizer(config.train, steps_per_epoch)
+    tx, schedule = optim.make_optimizer(config.train, plan)
     method = methods.get(config.method)
     repl = parallel.replicated(mesh)
     init = jax.jit(
@@ -93,7 +99,7 @@ def build(
     )
     train = jax.jit(
         steps.scan_steps(step_fn),
-        in_shardings=(repl, (parallel.batch_sharding(mesh, 1),), repl),
+        in_shardings=(repl, (parallel.batch_sharding(mesh, 1),), repl, repl),
         out_shardings=(repl, repl),
         donate_argnums=0,
     )
@@ -119,86 +125,66 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     """`run`'s work, in a checked and locked workdir."""
     writers.check_config_matches(workdir, config)
     data = load_dataset(config.data)
-    train = data.splits["train"]
-    n, size = len(train.images), data.size
-    batch_size = config.train.batch_size
-    steps_per_epoch = batches.steps_per_epoch(n, batch_size)
-    total_steps = config.train.epochs * steps_per_epoch
-
-    fns = build(config, train.images.shape[1:], steps_per_epoch, mesh)
+    images = data.splits["train"].images
+    plan = optim.step_plan(config.train, len(images))
+    fns = build(config, images.shape[1:], plan, mesh)
     init_key, train_key = steps.derive_keys(config.seed)
-    state = fns.init(init_key)
     # The initial encoder for `weight_change`: a pure function of the seed, so recomputed on
     # resume rather than checkpointed; a second init because the train step donates `state`.
     params0 = fns.init(init_key).params["encoder"]
     ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
-    restored = ckpt.restore_latest(state)
-    start_step = 0
-    if restored is not None:
-        state, start_step = restored
+    state, start_step = loop.restore(ckpt, fns.init(init_key))
     writers.write_config(workdir, config)
-    train_fn, apply_fn = fns.train, fns.apply
-    rows = parallel.process_rows(batch_size)
-
-    moments_fn = batchnorm.make_moments_fn(fns.model)
-    monitor_bn_images = batchnorm.bn_images(train.images, config.eval.bn_images)
-
-    def outputs() -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-        """The monitor's apply: images uint8 [N, H, W, C] -> (features float32 [N, F],
-        embeddings float32 [N, D]), with BatchNorm statistics re-estimated once on the train
-        images, as every scoring is (running averages lag; at step 0 they are (0, 1))."""
-        stats, e = state.batch_stats, config.eval
-        if e.bn_images:
-            stats = batchnorm.reestimate(
-                moments_fn, state.params, stats, monitor_bn_images, e.batch_size, mesh
-            )
-        return lambda images: inference.batched_apply(
-            apply_fn, state.params, stats, images, e.batch_size, mesh
-        )
-
     writer = writers.MetricWriter(
-        workdir, total_steps, start_step, config.log.progress, desc=f"{config.method}"
+        workdir, plan.total_steps, start_step, config.log.progress, desc=config.method
     )
     writer.message(
-        f"{config.method} on {data.name} {size}px: {n} images, {steps_per_epoch} steps/epoch, "
-        f"{total_steps} steps, {jax.device_count()} device(s), resuming at step {start_step}"
+        f"{config.method} on {data.name} {data.size}px: {len(images)} images, "
+        f"{plan.steps_per_epoch} steps/epoch, {plan.total_steps} steps, "
+        f"{jax.device_count()} device(s), resuming at step {start_step}"
     )
-    step = start_step
-    last = {"time": time.perf_counter(), "step": step}
+    outputs = _outputs_fn(config, fns, images, mesh)
     summary: dict[str, Any] = {}
-    try:
-        if start_step == 0 and config.log.monitor_every_epochs:
-            summary.update(_monitor(config, 0, 0, writer, outputs(), data))
-        while step < total_steps:
-            epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
-            chunk = min(config.train.steps_per_dispatch, epoch_end - step)
-            idx = np.stack(
-                [
-                    batches.train_batch_indices(config.seed, s, n, batch_size)[rows]
-                    for s in range(step, step + chunk)
-                ]
-            )
-            images = parallel.host_to_global(train.images[idx], mesh, batch_axis=1)
-            state, metrics = train_fn(state, (images,), train_key)
-            step += chunk
-            writer.progress(chunk)
-            epoch = step // steps_per_epoch
-            at_epoch_end = step == epoch_end
-            if step % config.log.every_steps < chunk or at_epoch_end:
-                _check_finite(state, ckpt)
-                summary = _log(writer, state, metrics, params0, step, epoch, batch_size, last)
-            if at_epoch_end:
-                summary.update(
-                    _end_of_epoch(
-                        config, epoch, step, total_steps, state, ckpt, writer, outputs, data
-                    )
-                )
+
+    def monitor(chunk: loop.Chunk) -> None:
+        epoch = plan.epoch(chunk.step)
+        summary.update(_monitor(config, epoch, chunk.step, writer, outputs(chunk.state), data))
+
+    spe, every_epochs = plan.steps_per_epoch, config.log.monitor_every_epochs
+    log_every, epoch_end = loop.every(config.log.every_steps, plan), loop.every(spe, plan)
+    log = _logger(writer, params0, config.train.batch_size, plan, start_step, summary)
+    pretraining = loop.Loop(
+        train=fns.train,
+        batch_at=_batch_at(config, images),
+        plan=plan,
+        mesh=mesh,
+        writer=writer,
+        ckpt=ckpt,
+        checkpoint_every=config.checkpoint.every_epochs * spe,
+        what="pretraining",
+        fix="Lower train.base_lr or check the data.",
+        steps_per_dispatch=config.train.steps_per_dispatch,
+        actions=[
+            loop.Action(lambda s, n: log_every(s, n) or epoch_end(s, n), log),
+            loop.Action(loop.every(every_epochs * spe, plan), monitor),
+        ],
+    )
+    with loop.closing(ckpt, writer):
+        if start_step == 0 and every_epochs:
+            monitor(loop.Chunk(0, 1, state, {}))
+        state = pretraining.run(state, start_step, train_key)
         summary.update(_final_check(writer, state, params0))
-    finally:
-        try:
-            ckpt.close()
-        finally:  # also when the last save failed (a full disk)
-            writer.close()
+    representations.write(
+        workdir,
+        data,
+        fns.model,
+        (fns.init(init_key), state),
+        outputs,
+        jax.random.fold_in(train_key, 0),
+        methods.views(config),
+        mesh,
+        f"{config.method}, {data.name}, seed {config.seed}",
+    )
     encoder_vars = {
         "params": state.params["encoder"],
         "batch_stats": state.batch_stats["encoder"],
@@ -207,12 +193,41 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     return summary
 
 
-def _check_finite(state: steps.TrainState, ckpt: checkpoint.Checkpointer) -> None:
-    bad = int(state.nonfinite_step)  # the 0-based index of the step; metrics count from 1
-    if bad >= 0:
-        raise NonFiniteLossError.at(
-            "pretraining", bad + 1, ckpt.latest_step(), "Lower train.base_lr or check the data."
+def _batch_at(config: ml_collections.ConfigDict, images: np.ndarray) -> loop.BatchAt:
+    """Steps [s, s + n) -> (images uint8 [n, rows of this process, H, W, C],): batch
+    indices are a pure function of (seed, step), `batches.train_batch_indices`."""
+    n, batch_size = len(images), config.train.batch_size
+    rows = parallel.process_rows(batch_size)
+
+    def batch_at(first: int, count: int) -> tuple[np.ndarray]:
+        steps_ = range(first, first + count)
+        idx = np.stack(
+            [batches.train_batch_indices(config.seed, s, n, batch_size)[rows] for s in steps_]
         )
+        return (images[idx],)
+
+    return batch_at
+
+
+def _outputs_fn(config, fns: Compiled, train_images: np.ndarray, mesh: Mesh):
+    """state -> the monitor's apply: images uint8 [N, H, W, C] -> (features float32 [N, F],
+    embeddings float32 [N, D]), with BatchNorm statistics re-estimated once on the train
+    images, as every scoring is (running averages lag; at step 0 they are (0, 1))."""
+    moments_fn = batchnorm.make_moments_fn(fns.model)
+    bn_images = batchnorm.bn_images(train_images, config.eval.bn_images)
+    e = config.eval
+
+    def outputs(state: steps.TrainState) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        stats = state.batch_stats
+        if e.bn_images:
+            stats = batchnorm.reestimate(
+                moments_fn, state.params, stats, bn_images, e.batch_size, mesh
+            )
+        return lambda images: inference.batched_apply(
+            fns.apply, state.params, stats, images, e.batch_size, mesh
+        )
+
+    return outputs
 
 
 @jax.jit
@@ -227,19 +242,25 @@ def _representation_stats(features: jax.Array, z: jax.Array) -> dict[str, jax.Ar
     return {**diagnostics.embedding_stats(z), "features/rankme": diagnostics.rankme(features)}
 
 
-def _log(writer, state, metrics, params0, step, epoch, batch_size, last) -> dict[str, Any]:
-    now = time.perf_counter()
-    images_per_s = (step - last["step"]) * batch_size / max(now - last["time"], 1e-9)
-    last.update(time=now, step=step)
-    metrics, change = jax.device_get((metrics, _weight_change(state.params, params0)))
-    record = {k: float(v[-1]) for k, v in metrics.items()}
-    record.update({k: float(v) for k, v in change.items()})
-    record.update(epoch=epoch, images_per_s=images_per_s)
-    writer.write(step, record)
-    writer.progress(
-        0, epoch=epoch, loss=record["loss"], img_s=f"{images_per_s:.0f}", lr=record["lr"]
-    )
-    return record
+def _logger(writer, params0, batch_size, plan, start_step, summary) -> Callable[[loop.Chunk], None]:
+    """The log action: the last step's metrics, `weight_change/*`, images/s; into `summary`."""
+    last = {"time": time.perf_counter(), "step": start_step}
+
+    def log(chunk: loop.Chunk) -> None:
+        now, step, epoch = time.perf_counter(), chunk.step, plan.epoch(chunk.step)
+        images_per_s = (step - last["step"]) * batch_size / max(now - last["time"], 1e-9)
+        last.update(time=now, step=step)
+        change = jax.device_get(_weight_change(chunk.state.params, params0))
+        record = {**chunk.last_metrics(), **{k: float(v) for k, v in change.items()}}
+        record.update(epoch=epoch, images_per_s=images_per_s)
+        writer.write(step, record)
+        writer.progress(
+            0, epoch=epoch, loss=record["loss"], img_s=f"{images_per_s:.0f}", lr=record["lr"]
+        )
+        summary.clear()
+        summary.update(record)
+
+    return log
 
 
 def _final_check(writer, state, params0) -> dict[str, Any]:
@@ -279,16 +300,4 @@ def _monitor(config, epoch, step, writer, outputs, data) -> dict[str, Any]:
     writer.write(step, {"epoch": epoch, **out})
     knn = f"kNN val acc {out['knn_acc']:.4f} auc {out['knn_auc']:.4f}, " if "knn_acc" in out else ""
     writer.message(f"epoch {epoch}: {knn}embedding rank {out['embedding/rankme']:.1f}")
-    return out
-
-
-def _end_of_epoch(config, epoch, step, total_steps, state, ckpt, writer, outputs, data):
-    done = step >= total_steps
-    out: dict[str, Any] = {}
-    every = config.log.monitor_every_epochs
-    if every and (epoch % every == 0 or done):
-        out = _monitor(config, epoch, step, writer, outputs(), data)
-    if epoch % config.checkpoint.every_epochs == 0 or done:
-        _check_finite(state, ckpt)
-        ckpt.save(step, state)
     return out

@@ -299,7 +299,8 @@ def make_report(
     """Writes the report of the runs under `runs` to `out_dir` (default: first root/report).
 
     Args:
-      model_plots: also draw the figures that load models (cross-correlation, embeddings).
+      model_plots: also draw the figures of the arrays pretraining runs wrote
+        (cross-correlation, embeddings).
       n_boot: bootstrap resamples of the test images per paired gain.
     Returns:
       name -> path of every file written ('markdown', 'csv', 'runs_csv', plot names).
@@ -317,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("roots", nargs="+", help="folders holding runs (searched recursively)")
     parser.add_argument("--out", default=None, help="output folder (default: ROOT/report)")
     parser.add_argument(
-        "--no-model-plots", action="store_true", help="skip figures that load models"
+        "--no-model-plots",
+        action="store_true",
+        help="skip the cross-correlation and embedding figures",
     )
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--verbose", action="store_true", help="print tracebacks of errors")

@@ -208,3 +208,25 @@ def test_init_workdir_of_another_width_is_one_line(tmp_path):
         "(model.name=resnet18, model.width=4, 1 input channel(s), 28 px)."
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_impossible_schedule_fails_before_config_json_and_the_fix_runs(tmp_path):
+    """Explicit decay epochs beyond a shortened run are refused in one line before anything
+    is written, so the corrected command then runs in the same workdir."""
+    command = [
+        "--config=configs/finetune.py:breastmnist",
+        f"--workdir={tmp_path}",
+        "--config.model.width=4",
+        "--config.train.batch_size=128",
+        "--config.eval.batch_size=128",
+        "--config.data.label_fraction=0.1",
+        "--config.train.epochs=1",
+        "--config.log.progress=False",
+    ]
+    line = _one_line(_launch(*command, "--config.train.decay_epochs=(50, 75)"))
+    assert line.startswith("error: train.decay_epochs must be ascending and within")
+    assert "(50, 75)" in line
+    assert not (tmp_path / "config.json").exists()
+    result = _launch(*command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "config.json").is_file() and (tmp_path / "results.json").is_file()

@@ -1,6 +1,8 @@
 """LARS against a NumPy transcription of the Barlow Twins reference, masks on real Flax
 parameters, schedules, learning-rate scaling, and the optimiser registry."""
 
+import pathlib
+
 import chex
 import flax.linen as nn
 import jax
@@ -9,9 +11,10 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from ml_collections import config_flags
 
 from configs.base import get_config
-from ssljax import optim
+from ssljax import optim, validation
 
 
 class TinyNet(nn.Module):
@@ -34,6 +37,10 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
     cfg = get_config().train
     cfg.update(overrides)
     return cfg
+
+
+def plan(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> optim.StepPlan:
+    return optim.StepPlan.from_steps_per_epoch(cfg, steps_per_epoch)
 
 
 def test_mask_excludes_every_1d_param_and_adapts_kernels(flax_params):
@@ -138,7 +145,7 @@ def test_scaled_learning_rate(optimizer, batch_size, expected):
 def test_cosine_schedule_values():
     # 10 epochs of 5 steps, 2 warmup epochs: warmup ends at step 10, cosine over 40 steps.
     cfg = train_config(base_lr=0.2, batch_size=512, epochs=10, warmup_epochs=2)
-    schedule = optim.learning_rate_schedule(cfg, steps_per_epoch=5)
+    schedule = optim.learning_rate_schedule(cfg, plan(cfg, 5))
     steps = jnp.array([0, 5, 10, 30, 50, 60], jnp.int32)
     values = jax.jit(jax.vmap(schedule))(steps)
     chex.assert_type(values, jnp.float32)
@@ -150,18 +157,18 @@ def test_cosine_schedule_values():
 def test_step_and_constant_schedules():
     cfg = train_config(base_lr=0.2, batch_size=256, epochs=10, warmup_epochs=1)
     cfg.schedule, cfg.decay_epochs = "step", (4, 8)
-    step = optim.learning_rate_schedule(cfg, steps_per_epoch=5)
+    step = optim.learning_rate_schedule(cfg, plan(cfg, 5))
     got = [float(step(s)) for s in (5, 19, 20, 39, 40, 49)]
     np.testing.assert_allclose(got, [0.2, 0.2, 0.02, 0.02, 0.002, 0.002], rtol=1e-6)
     cfg.schedule = "constant"
-    constant = optim.learning_rate_schedule(cfg, steps_per_epoch=5)
+    constant = optim.learning_rate_schedule(cfg, plan(cfg, 5))
     np.testing.assert_allclose([float(constant(s)) for s in (0, 4, 5, 49)], [0, 0.16, 0.2, 0.2])
 
 
 @pytest.mark.parametrize("optimizer", sorted(optim.OPTIMIZERS))
 def test_make_optimizer_decays_kernels_only(optimizer, flax_params):
     cfg = train_config(optimizer=optimizer, warmup_epochs=0, epochs=2, weight_decay=0.1)
-    tx, schedule = optim.make_optimizer(cfg, steps_per_epoch=3)
+    tx, schedule = optim.make_optimizer(cfg, plan(cfg, 3))
     assert float(schedule(0)) > 0
     zero_grads = jax.tree.map(jnp.zeros_like, flax_params)
     updates, _ = jax.jit(tx.update)(zero_grads, tx.init(flax_params), flax_params)
@@ -176,7 +183,7 @@ def test_make_optimizer_decays_kernels_only(optimizer, flax_params):
 def test_unknown_optimizer_lists_valid_ones():
     cfg = train_config(optimizer="rmsprop")
     with pytest.raises(ValueError, match="rmsprop.*adam, adamw, lars, sgd"):
-        optim.make_optimizer(cfg, steps_per_epoch=10)
+        optim.make_optimizer(cfg, plan(cfg, 10))
     with pytest.raises(ValueError, match="rmsprop"):
         optim.scaled_learning_rate(0.1, 256, "rmsprop")
 
@@ -194,7 +201,8 @@ def test_unknown_optimizer_lists_valid_ones():
 )
 def test_bad_schedule_settings_are_rejected(overrides, steps_per_epoch, match):
     with pytest.raises(ValueError, match=match):
-        optim.learning_rate_schedule(train_config(**overrides), steps_per_epoch)
+        cfg = train_config(**overrides)
+        optim.learning_rate_schedule(cfg, plan(cfg, steps_per_epoch))
 
 
 def reference_clipped_lars(params, grads_per_step, lrs, wd, momentum, eta):
@@ -262,7 +270,55 @@ def test_schedule_follows_the_runs_length_unless_set(epochs):
     warmup, decay = optim.schedule_epochs(cfg)
     assert warmup == pytest.approx(0.1 * epochs)
     assert decay == pytest.approx((0.5 * epochs, 0.75 * epochs))
-    schedule = optim.learning_rate_schedule(cfg, 10)
+    schedule = optim.learning_rate_schedule(cfg, plan(cfg, 10))
     assert float(schedule(10 * epochs - 1)) == pytest.approx(0.1 * 0.01, rel=1e-5)
     cfg.warmup_epochs, cfg.decay_epochs = 0.0, (1, 2)  # set by the user: exactly that
     assert optim.schedule_epochs(cfg) == (0.0, (1, 2))
+
+
+CONFIG_FILES = sorted(
+    p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py") if p.stem != "__init__"
+)
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 5])
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.stem)
+def test_epochs_alone_gives_every_config_a_schedule(path, epochs):
+    """`--config.train.epochs=N` alone: the config validates and its plan, on BreastMNIST's
+    546 train images, warms up and decays within the run (pretraining's 10% warmup of a
+    1-epoch run included)."""
+    module = config_flags.config_flags._LoadConfigModule(f"cfg_{path.stem}", str(path))
+    config = module.get_config()
+    config.train.epochs = epochs
+    validation.validate(config)
+    drop_last = config.method in validation.PRETRAIN_METHODS
+    plan = optim.step_plan(config.train, 546, drop_last=drop_last)
+    assert plan.steps_per_epoch == (
+        546 // config.train.batch_size if drop_last else -(-546 // config.train.batch_size)
+    )
+    assert plan.total_steps == epochs * plan.steps_per_epoch
+    assert 0 <= plan.warmup_steps <= plan.total_steps
+    assert all(plan.warmup_steps <= d <= plan.total_steps for d in plan.decay_steps)
+    tx, schedule = optim.make_optimizer(config.train, plan)
+    assert float(schedule(plan.total_steps - 1)) >= 0 and tx is not None
+
+
+def test_step_plan_rounds_by_the_batches_rule():
+    cfg = train_config(batch_size=128, epochs=3, warmup_epochs=None, decay_epochs=None)
+    cfg.warmup_fraction, cfg.decay_fractions = 0.1, (0.5, 0.75)
+    dropped, streamed = optim.step_plan(cfg, 546), optim.step_plan(cfg, 546, drop_last=False)
+    assert (dropped.steps_per_epoch, streamed.steps_per_epoch) == (4, 5)
+    assert streamed == optim.StepPlan(5, 15, 2, (8, 11))  # round(0.3 * 5), round(7.5), ...
+    assert streamed.epoch(9) == 1 and streamed.epoch(10) == 2
+    cfg.warmup_epochs, cfg.decay_epochs = 1.0, (2, 3)  # set by the user: exactly that
+    assert optim.step_plan(cfg, 546, drop_last=False) == optim.StepPlan(5, 15, 5, (10, 15))
+
+
+def test_impossible_explicit_schedule_is_a_config_error():
+    module = config_flags.config_flags._LoadConfigModule(
+        "cfg_finetune", str(CONFIG_FILES[0].parent / "finetune.py")
+    )
+    config = module.get_config()
+    config.train.epochs, config.train.decay_epochs = 5, (50, 75)
+    with pytest.raises(validation.ConfigError, match=r"train\.decay_epochs.*\(50, 75\)"):
+        validation.validate(config)

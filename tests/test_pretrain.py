@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 
 from configs import barlow, simclr
-from ssljax import checkpoint, diagnostics, methods, parallel, pretrain, steps, writers
+from ssljax import (
+    checkpoint,
+    diagnostics,
+    methods,
+    optim,
+    parallel,
+    pretrain,
+    representations,
+    steps,
+    writers,
+)
 from ssljax.data import batches, load_dataset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -67,8 +77,13 @@ def finished_run(request, tmp_path_factory):
 
 def test_run_writes_outputs_and_learns(finished_run):
     method, workdir, summary = finished_run
-    for name in ("config.json", "metrics.jsonl", "encoder", "checkpoints", "tensorboard"):
+    outputs = ("config.json", "metrics.jsonl", "encoder", "checkpoints", "tensorboard")
+    figures = ("cross_correlation.npz", "cross_correlation.png", "embeddings.npz", "embeddings.png")
+    for name in outputs + figures:
         assert (workdir / name).exists(), name
+    # Training makes the two views agree: their cross-correlation diagonal rises.
+    corr = representations.load(workdir, representations.CROSS_CORRELATION)
+    assert corr["final_mean_diag"] > corr["init_mean_diag"], corr
     assert json.loads((workdir / "config.json").read_text())["method"] == method
     assert checkpoint.committed_steps(workdir / "checkpoints") == [8, 16]  # 546 // 64 = 8
     records = writers.read_metrics(workdir)
@@ -199,14 +214,15 @@ def two_steps(config, mesh, initial: bool = False):
     data = load_dataset(config.data)
     images = data.train.images
     n, b = len(images), config.train.batch_size
-    fns = pretrain.build(config, images.shape[1:], batches.steps_per_epoch(n, b), mesh)
+    fns = pretrain.build(config, images.shape[1:], optim.step_plan(config.train, n), mesh)
     init_key, train_key = steps.derive_keys(config.seed)
     state = fns.init(init_key)
     start = [parallel.to_host(p) for p in jax.tree.leaves(state.params)] if initial else None
     rows = parallel.process_rows(b)
     idx = np.stack([batches.train_batch_indices(config.seed, s, n, b)[rows] for s in range(2)])
     x = parallel.host_to_global(images[idx], mesh, batch_axis=1)
-    state, metrics = fns.train(state, (x,), train_key)
+    live = jax.make_array_from_process_local_data(parallel.replicated(mesh), np.ones(2, bool))
+    state, metrics = fns.train(state, (x,), live, train_key)
     params = [parallel.to_host(p) for p in jax.tree.leaves(state.params)]
     if initial:
         return parallel.to_host(metrics["loss"]), params, start

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ssljax import errors, losses, metrics, report, report_plots, report_tables
+from ssljax import errors, losses, metrics, report, report_plots, report_tables, representations
 from ssljax import stats as stats_module
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -447,7 +447,7 @@ def test_unreadable_runs_are_left_out_with_their_names(tmp_path):
 def test_cross_correlation_matches_the_barlow_twins_loss():
     rng = np.random.default_rng(0)
     z1, z2 = rng.normal(size=(2, 64, 16)) * rng.uniform(0.5, 2, size=(1, 16))
-    c = report_plots._standardised_cross_correlation(z1, z2)
+    c = representations.standardised_cross_correlation(z1, z2)
     off = c[~np.eye(16, dtype=bool)]
     loss = np.sum((1 - np.diag(c)) ** 2) + 0.0051 * np.sum(off**2)
     chex.assert_trees_all_close(
@@ -456,14 +456,49 @@ def test_cross_correlation_matches_the_barlow_twins_loss():
         rtol=1e-4,
     )
     chex.assert_trees_all_close(
-        report_plots._standardised_cross_correlation(z1, z1).diagonal(), 1.0, atol=1e-4
+        representations.standardised_cross_correlation(z1, z1).diagonal(), 1.0, atol=1e-4
     )
+
+
+def test_model_figures_come_from_the_runs_files_only(tmp_path):
+    """The report draws the cross-correlation and embeddings from the arrays pretraining
+    wrote: the runs' config.json hold only method, seed and dataset name, nothing a model
+    could be rebuilt from. A finished run without the arrays costs a note, not the report."""
+    rng = np.random.default_rng(0)
+    for method in ("barlow_twins", "simclr"):
+        write_pretraining_run(tmp_path, method, 0)
+        workdir = tmp_path / "pretrain" / f"{method}-s0"
+        (workdir / "encoder").mkdir()
+        z = rng.normal(size=(4, 32, 80))
+        corr = [representations.standardised_cross_correlation(z[i], z[i + 1]) for i in (0, 2)]
+        xy, cls = rng.normal(size=(2, 40, 2)), np.arange(40) % 2
+        representations.save(workdir, corr, xy, cls, ("benign", "malignant"), method)
+        assert_png(workdir / "cross_correlation.png")
+        assert_png(workdir / "embeddings.png")
+    saved = representations.load(workdir, representations.CROSS_CORRELATION)
+    assert saved["final_block"].shape == (64, 64) and int(saved["final_dims"]) == 80
+    chex.assert_trees_all_close(float(saved["final_mean_diag"]), np.diag(corr[1]).mean())
+    write_pretraining_run(tmp_path, "barlow_twins", 1)  # finished, but without the files
+    (tmp_path / "pretrain" / "barlow_twins-s1" / "encoder").mkdir()
+    paths, notes = {}, []
+    pretrains = report.collect([tmp_path])[1]
+    report_plots.model_figures(pretrains, tmp_path / "out", paths, notes)
+    assert set(paths) == {"cross_correlation_breastmnist", "embeddings_breastmnist"}, notes
+    for path in paths.values():
+        assert_png(path)
+    assert notes == []  # the lowest seed of each method has its files
+    for p in pretrains:
+        if p["seed"] == 0:
+            p["seed"] = 2  # now barlow_twins-s1, without files, comes first
+    paths, notes = {}, []
+    report_plots.model_figures(pretrains, tmp_path / "out2", paths, notes)
+    assert len(notes) == 2 and all("barlow_twins-s1" in n and "is missing" in n for n in notes)
 
 
 def test_pca_matches_svd_of_centred_features():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 5)) @ np.diag([5.0, 2.0, 1.0, 0.5, 0.1]) + 3.0
-    xy = report_plots.pca_2d(x)
+    xy = representations.pca_2d(x)
     chex.assert_shape(xy, (200, 2))
     chex.assert_trees_all_close(xy.mean(0), np.zeros(2), atol=1e-10)
     cov = np.cov(x, rowvar=False)

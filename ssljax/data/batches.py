@@ -12,10 +12,16 @@ from collections.abc import Iterator
 import numpy as np
 
 
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    """Full training batches per epoch (the last partial batch is dropped)."""
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """Batches per epoch of n examples: the one rule, read by `optim.StepPlan`.
+
+    `drop_last` (pretraining, `train_batch_indices`): full batches only, n // batch_size.
+    Otherwise (fine-tuning, `stream_batch_indices`): ceil(n / batch_size), every example once.
+    """
     if batch_size < 1:
         raise ValueError(f"train.batch_size={batch_size} must be positive")
+    if not drop_last:
+        return -(-n // batch_size)
     if n < batch_size:
         raise ValueError(
             f"train.batch_size={batch_size} is larger than the {n} training examples; "
@@ -58,7 +64,8 @@ def stream_batch_indices(seed: int, step: int, n: int, batch_size: int) -> np.nd
     Unlike `train_batch_indices` nothing is dropped and `n` may be smaller than the batch:
     batch s holds positions [s * B, (s + 1) * B) of perm(seed, 0) ++ perm(seed, 1) ++ ...,
     so every example is seen once per pass. Fine-tuning on a small label budget (a 1%
-    subset may hold a handful of images) uses this, with ceil(n / B) steps per epoch.
+    subset may hold a handful of images) uses this; its epoch of the full train split is
+    `steps_per_epoch(n_train, B, drop_last=False)` steps.
     """
     if seed < 0 or step < 0:
         raise ValueError(f"seed={seed} and step={step} must be non-negative")

@@ -8,7 +8,6 @@ is chosen twice from the same run: on the full val split (reported as `val`/`tes
 the low-label val subset (`selection.low_label_val`).
 """
 
-import math
 from typing import Any
 
 import jax
@@ -20,6 +19,7 @@ from ssljax import (
     batchnorm,
     checkpoint,
     inference,
+    loop,
     metrics,
     models,
     optim,
@@ -28,7 +28,6 @@ from ssljax import (
     writers,
 )
 from ssljax.data import batches
-from ssljax.errors import NonFiniteLossError
 from ssljax.evaluate import setup
 
 SELECTIONS = ("full_val", "low_label_val")
@@ -55,31 +54,19 @@ def _init_fn(model, tx, image_shape, how):
 def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> dict[str, Any]:
     """Trains; returns scores of both selections and the full-val choice's test scores."""
     model = models.ClassifierModel(encoder=encoder, num_outputs=data.num_outputs)
-    n, batch_size = len(labelled), config.train.batch_size
-    steps_per_epoch = math.ceil(len(data.train) / batch_size)
-    total_steps = config.train.epochs * steps_per_epoch
-    tx, schedule = optim.make_optimizer(config.train, steps_per_epoch)
+    plan = optim.step_plan(config.train, len(data.train), drop_last=False)
+    tx, schedule = optim.make_optimizer(config.train, plan)
     init_key, train_key = steps.derive_keys(config.seed)
     repl = parallel.replicated(mesh)
     init = _init_fn(model, tx, data.train.images.shape[1:], config.init.transfer)
     # The encoder variables are an argument, not a closure: a closure's arrays would be
     # baked into the compiled program as constants.
     state = jax.jit(init, out_shardings=repl)(init_key, init_vars)
-    copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=repl)
     # Each selection's best variables travel with the state, so a resumed run keeps them.
-    carry: dict[str, Any] = {"state": state}
-    for name in SELECTIONS:
-        carry[name] = {
-            "params": copy(state.params),
-            "batch_stats": copy(state.batch_stats),
-            "auc": jnp.float32(-1.0),
-            "epoch": jnp.int32(0),
-        }
+    best = {name: _best(state.params, state.batch_stats, -1.0, 0, repl) for name in SELECTIONS}
     ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
-    restored = ckpt.restore_latest(carry)
-    start_step = restored[1] if restored else 0
-    if restored:
-        carry = restored[0]
+    carry, start_step = loop.restore(ckpt, {"state": state, **best})
+    state, best = carry.pop("state"), carry
     view = augment.ViewParams.from_config(config.augment.view1) if config.augment.enabled else None
     step_fn = steps.make_classifier_step(
         model, tx, schedule, setup.classification_loss(data.task), view
@@ -87,96 +74,107 @@ def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> d
     batch_sharding = parallel.batch_sharding(mesh, 1)
     train_fn = jax.jit(
         steps.scan_steps(step_fn),
-        in_shardings=(repl, (batch_sharding, batch_sharding, batch_sharding), repl),
+        in_shardings=(repl, (batch_sharding,) * 3, repl, repl),
         out_shardings=(repl, repl),
         donate_argnums=0,
     )
-    apply_fn = jax.jit(steps.make_apply_fn(model))
-    moments_fn = batchnorm.make_moments_fn(model)
-    bn_images = batchnorm.bn_images(data.train.images, config.eval.bn_images)
-    rows = parallel.process_rows(batch_size)
-    images, labels = data.train.images[labelled], data.train.labels[labelled]
-
-    def scoring_stats(params, stats):
-        if not config.eval.bn_images:
-            return stats
-        return batchnorm.reestimate(
-            moments_fn, params, stats, bn_images, config.eval.batch_size, mesh
-        )
-
-    def predict(params, stats, split):
-        logits = inference.batched_apply(
-            apply_fn, params, stats, split.images, config.eval.batch_size, mesh
-        )
-        return metrics.probabilities(data.task, logits)
-
+    predict = _predictor(config, data, model, mesh)
     subsets = {"full_val": np.arange(len(data.val)), "low_label_val": val_idx}
     writer = writers.MetricWriter(
-        workdir, total_steps, start_step, config.log.progress, desc=f"finetune {data.name}"
+        workdir, plan.total_steps, start_step, config.log.progress, desc=f"finetune {data.name}"
     )
-    state, step = carry["state"], start_step
-    try:
-        while step < total_steps:
-            chunk = min(config.train.steps_per_dispatch, steps_per_epoch - step % steps_per_epoch)
-            idx = np.stack(
-                [
-                    batches.stream_batch_indices(config.seed, s, n, batch_size)[rows]
-                    for s in range(step, step + chunk)
-                ]
-            )
-            x = parallel.host_to_global(images[idx], mesh, batch_axis=1)
-            y = parallel.host_to_global(labels[idx], mesh, batch_axis=1)
-            # The stream fills every batch with real examples, so no row is masked out.
-            mask = parallel.host_to_global(np.ones(idx.shape, bool), mesh, batch_axis=1)
-            state, m = train_fn(state, (x, y, mask), train_key)
-            step += chunk
-            writer.progress(chunk)
-            if step % steps_per_epoch:
-                continue
-            epoch = step // steps_per_epoch
-            if int(state.nonfinite_step) >= 0:  # 0-based; metrics.jsonl counts from 1
-                raise NonFiniteLossError.at(
-                    "fine-tuning",
-                    int(state.nonfinite_step) + 1,
-                    ckpt.latest_step(),
-                    "Lower train.base_lr.",
-                )
-            stats = scoring_stats(state.params, state.batch_stats)
-            probs = predict(state.params, stats, data.val)
-            record = {"epoch": epoch, **{k: float(np.asarray(v)[-1]) for k, v in m.items()}}
-            for name, vi in subsets.items():
-                val = _scores(data.task, data.val.labels[vi], probs[vi])
-                prefix = "val" if name == "full_val" else "val_low"
-                record.update({f"{prefix}_{k}": v for k, v in val.items()})
-                if val["auc"] > float(carry[name]["auc"]):
-                    carry[name] = {
-                        "params": copy(state.params),
-                        "batch_stats": copy(stats),
-                        "auc": jnp.float32(val["auc"]),
-                        "epoch": jnp.int32(epoch),
-                    }
-            writer.write(step, record)
-            writer.progress(0, epoch=epoch, loss=record["loss"], val_auc=record["val_auc"])
-            if epoch % config.checkpoint.every_epochs == 0 or step == total_steps:
-                carry["state"] = state
-                ckpt.save(step, carry)
-    finally:
-        try:
-            ckpt.close()
-        finally:  # also when the last save failed (a full disk)
-            writer.close()
+
+    def score_epoch(chunk: loop.Chunk) -> None:
+        """Scores val, keeps each selection's best epoch, writes the epoch's record."""
+        epoch = plan.epoch(chunk.step)
+        s = chunk.state
+        probs, stats = predict(s.params, s.batch_stats, data.val)
+        record = {"epoch": epoch, **chunk.last_metrics()}
+        for name, vi in subsets.items():
+            val = _scores(data.task, data.val.labels[vi], probs[vi])
+            prefix = "val" if name == "full_val" else "val_low"
+            record.update({f"{prefix}_{k}": v for k, v in val.items()})
+            if val["auc"] > float(jax.device_get(best[name]["auc"])):
+                best[name] = _best(s.params, stats, val["auc"], epoch, repl)
+        writer.write(chunk.step, record)
+        writer.progress(0, epoch=epoch, loss=record["loss"], val_auc=record["val_auc"])
+
+    finetuning = loop.Loop(
+        train=train_fn,
+        batch_at=_batch_at(config, data, labelled),
+        plan=plan,
+        mesh=mesh,
+        writer=writer,
+        ckpt=ckpt,
+        checkpoint_every=config.checkpoint.every_epochs * plan.steps_per_epoch,
+        what="fine-tuning",
+        fix="Lower train.base_lr.",
+        steps_per_dispatch=config.train.steps_per_dispatch,
+        actions=[loop.Action(loop.every(plan.steps_per_epoch, plan), score_epoch)],
+        saved=lambda state: {"state": state, **best},
+    )
+    with loop.closing(ckpt, writer):
+        finetuning.run(state, start_step, train_key)
     out: dict[str, Any] = {"selection": {}, "epochs": config.train.epochs}
-    out["steps"] = total_steps
+    out["steps"] = plan.total_steps
     for name, vi in subsets.items():
-        best = carry[name]
-        test_scores = predict(best["params"], best["batch_stats"], data.test)
-        val_scores = predict(best["params"], best["batch_stats"], data.val)[vi]
+        b = best[name]
+        test_scores = predict(b["params"], b["batch_stats"], data.test, reestimate=False)[0]
+        val_scores = predict(b["params"], b["batch_stats"], data.val, reestimate=False)[0][vi]
         out["selection"][name] = {
             "n_val": int(len(vi)),
-            "best_epoch": int(best["epoch"]),
+            "best_epoch": int(jax.device_get(b["epoch"])),
             "val": _scores(data.task, data.val.labels[vi], val_scores),
             "test": _scores(data.task, data.test.labels, test_scores),
         }
         if name == "full_val":
-            out.update(best_epoch=int(best["epoch"]), test_scores=test_scores)
+            out.update(best_epoch=out["selection"][name]["best_epoch"], test_scores=test_scores)
     return out
+
+
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def _best(params, batch_stats, auc: float, epoch: int, repl) -> dict[str, Any]:
+    """A selection's kept variables (copies: the train step donates the state's buffers),
+    val AUC (float32 []) and epoch (int32 []), replicated."""
+    score = jax.device_put({"auc": np.float32(auc), "epoch": np.int32(epoch)}, repl)
+    return {**_copy({"params": params, "batch_stats": batch_stats}), **score}
+
+
+def _batch_at(config, data, labelled: np.ndarray) -> loop.BatchAt:
+    """Steps [s, s + n) -> (images uint8, labels, mask bool), each [n, rows of this
+    process, ...], from the endless stream over the labelled subset
+    (`batches.stream_batch_indices`), which fills every batch with real examples."""
+    images, labels = data.train.images[labelled], data.train.labels[labelled]
+    n, batch_size = len(labelled), config.train.batch_size
+    rows = parallel.process_rows(batch_size)
+
+    def batch_at(first: int, count: int):
+        idx = np.stack(
+            [
+                batches.stream_batch_indices(config.seed, s, n, batch_size)[rows]
+                for s in range(first, first + count)
+            ]
+        )
+        return images[idx], labels[idx], np.ones(idx.shape, bool)
+
+    return batch_at
+
+
+def _predictor(config, data, model, mesh):
+    """predict(params, batch_stats, split, reestimate=True) -> (probabilities of
+    `split.images`, the BatchNorm statistics used): re-estimated on the train split's images
+    first (`eval.bn_images`), as before every scoring."""
+    apply_fn = jax.jit(steps.make_apply_fn(model))
+    moments_fn = batchnorm.make_moments_fn(model)
+    bn_images = batchnorm.bn_images(data.train.images, config.eval.bn_images)
+    e = config.eval
+
+    def predict(params, stats, split, reestimate=True):
+        if reestimate and e.bn_images:
+            stats = batchnorm.reestimate(moments_fn, params, stats, bn_images, e.batch_size, mesh)
+        logits = inference.batched_apply(apply_fn, params, stats, split.images, e.batch_size, mesh)
+        return metrics.probabilities(data.task, logits), stats
+
+    return predict
