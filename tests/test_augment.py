@@ -266,7 +266,7 @@ def test_preview_shows_the_views_of_training_step_0(tmp_path, monkeypatch):
     seen = {}
 
     def recording_build(*args, **kwargs):
-        def train(state, batch, train_key):
+        def train(state, batch, live, train_key):
             seen.update(step=int(state.step), images=np.asarray(batch[0]), train_key=train_key)
             raise _StepZeroSeen
 

@@ -14,7 +14,7 @@ import pytest
 from ml_collections import config_flags
 
 from configs.base import get_config
-from ssljax import optim, validation
+from ssljax import methods, optim, validation
 
 
 class TinyNet(nn.Module):
@@ -291,7 +291,7 @@ def test_epochs_alone_gives_every_config_a_schedule(path, epochs):
     config = module.get_config()
     config.train.epochs = epochs
     validation.validate(config)
-    drop_last = config.method in validation.PRETRAIN_METHODS
+    drop_last = config.method in methods.METHODS
     plan = optim.step_plan(config.train, 546, drop_last=drop_last)
     assert plan.steps_per_epoch == (
         546 // config.train.batch_size if drop_last else -(-546 // config.train.batch_size)
