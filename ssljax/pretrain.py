@@ -37,7 +37,7 @@ from ssljax import (
     workdirs,
     writers,
 )
-from ssljax.data import batches, load_dataset
+from ssljax.data import batches, pipeline, sources
 from ssljax.errors import ConfigError, NonFiniteLossError
 
 __all__ = ["METHODS", "NonFiniteLossError", "build", "build_model", "json_config", "run"]
@@ -136,7 +136,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh) -> dict:
     """`run`'s work, in a checked and locked workdir."""
     writers.check_config_matches(workdir, json_config(config))
-    data = load_dataset(config.data)
+    data = sources.open_dataset(config.data)
     train = data.splits["train"]
     n, size = len(train.images), data.size
     batch_size = config.train.batch_size
@@ -156,7 +156,15 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         state, start_step = restored
     writers.write_json(workdir / writers.CONFIG_FILE, json_config(config))
     train_fn, apply_fn = fns.train, fns.apply
-    rows = parallel.process_rows(batch_size)
+    d = config.data
+    host_batches = pipeline.TrainBatches(
+        train.images,
+        seed=config.seed,
+        batch_size=batch_size,
+        workers=d.workers,
+        threads=d.threads,
+        prefetch=d.prefetch,
+    )
 
     moments_fn = batchnorm.make_moments_fn(fns.model)
     monitor_bn_images = batchnorm.bn_images(train.images, config.eval.bn_images)
@@ -190,13 +198,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         while step < total_steps:
             epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
             chunk = min(config.train.steps_per_dispatch, epoch_end - step)
-            idx = np.stack(
-                [
-                    batches.train_batch_indices(config.seed, s, n, batch_size)[rows]
-                    for s in range(step, step + chunk)
-                ]
-            )
-            images = parallel.host_to_global(train.images[idx], mesh, batch_axis=1)
+            local = host_batches.batch_at(step, chunk)
+            images = parallel.host_to_global(local, mesh, batch_axis=1)
             state, metrics = train_fn(state, (images,), train_key)
             step += chunk
             writer.progress(chunk)
@@ -213,6 +216,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
                 )
         summary.update(_final_check(writer, state, params0))
     finally:
+        host_batches.close()
         try:
             ckpt.close()
         finally:  # also when the last save failed (a full disk)
