@@ -310,6 +310,10 @@ def _checked_download(dl_manager, url: str, md5: str, local: pathlib.Path) -> pa
     try:
         path = pathlib.Path(dl_manager.download(url))
     except Exception as e:  # noqa: BLE001 - requests/urllib3/OSError: every one means the same
+        # TFDS leaves its temporary folder behind when a transfer fails.
+        stem = pathlib.PurePosixPath(url.split("?")[0]).stem
+        for partial in pathlib.Path(os.fspath(dl_manager.download_dir)).rglob(f"*{stem}*.tmp.*"):
+            shutil.rmtree(partial, ignore_errors=True)
         raise download.DatasetDownloadError(
             f"could not download {url} ({type(e).__name__}: {e}); the machine may be offline "
             "or the server unreachable. " + download._by_hand(url, local, md5)
@@ -350,8 +354,9 @@ def is_built(builder: MedMNIST) -> bool:
     return True
 
 
-def builder_for(data_config) -> MedMNIST:
-    """The builder of the dataset `config.data` names (registry name x size, or data.path)."""
+def builder_for(data_config, url: str = "") -> MedMNIST:
+    """The builder of the dataset `config.data` names (registry name x size, or data.path);
+    `url` replaces the registry's download URL (a mirror)."""
     tfds_dir = pathlib.Path(data_config.tfds_dir).expanduser()
     if data_config.path:
         path = pathlib.Path(data_config.path).expanduser()
@@ -366,10 +371,11 @@ def builder_for(data_config) -> MedMNIST:
         data_dir=os.fspath(tfds_dir),
         data_root=data_config.root,
         download=data_config.download,
+        url=url,
     )
 
 
-def prepare(data_config, progress: bool = True) -> MedMNIST:
+def prepare(data_config, progress: bool = True, url: str = "") -> MedMNIST:
     """The dataset `config.data` names as array_record in `data.tfds_dir`, built if needed.
 
     A folder that is not a whole build (an interrupted copy, a shard missing or truncated) is
@@ -379,7 +385,7 @@ def prepare(data_config, progress: bool = True) -> MedMNIST:
       ConfigError: `data.tfds_dir` is not writable.
       DataError / DatasetDownloadError: the .npz is missing, damaged, or fails its MD5.
     """
-    builder = builder_for(data_config)
+    builder = builder_for(data_config, url)
     if is_built(builder):
         return builder
     data_path = pathlib.Path(os.fspath(builder.data_path))
