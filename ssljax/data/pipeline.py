@@ -17,6 +17,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import flags
 
 from ssljax import parallel
 from ssljax.data import batches
@@ -131,6 +132,10 @@ class TrainBatches:
         options = grain.ReadOptions(num_threads=self.threads, prefetch_buffer_size=self.prefetch)
         iterable = dataset.to_iter_dataset(options)
         if self.workers:
+            if not flags.FLAGS.is_parsed():
+                # Grain's workers read its absl flags; outside launch.py (a library call, a
+                # test) nothing parsed them, so their defaults apply.
+                flags.FLAGS.mark_as_parsed()
             mp = grain.MultiprocessingOptions(num_workers=self.workers, per_worker_buffer_size=1)
             iterable = iterable.mp_prefetch(mp)
         self._iterator = iter(iterable)
