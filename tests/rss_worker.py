@@ -53,8 +53,8 @@ def main(npz: str, tfds_dir: str, workdir: str) -> None:
             "data.source": "tfds",
             "data.tfds_dir": tfds_dir,
             "train.epochs": 1,
-            "train.batch_size": 512,
-            "log.every_steps": 10,
+            "train.batch_size": 256,
+            "log.every_steps": 5,
             "log.monitor_every_epochs": 0,
             "eval.bn_images": 0,
         }

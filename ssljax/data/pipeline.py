@@ -23,7 +23,9 @@ from ssljax import parallel
 from ssljax.data import batches
 
 # Records read per call when reading a whole split (labels, or val/test into memory).
-_READ_CHUNK = 1024
+_READ_CHUNK = 64
+# Records fetched at once when reading images.
+_READ_SLICE = 64
 
 
 class RecordImages:
@@ -61,9 +63,12 @@ class RecordImages:
         flat = flat % max(len(self), 1)
         order = np.argsort(flat, kind="stable")
         out = np.empty((flat.size, *self.shape[1:]), np.uint8)
-        records = self._source.__getitems__(flat[order].tolist()) if flat.size else []
-        for position, record in zip(order, records, strict=True):
-            out[position] = record["image"]
+        # In slices, so that the records' bytes in flight are a slice's, not the batch's.
+        for start in range(0, flat.size, _READ_SLICE):
+            positions = order[start : start + _READ_SLICE]
+            records = self._source.__getitems__(flat[positions].tolist())
+            for position, record in zip(positions, records, strict=True):
+                out[position] = record["image"]
         return out.reshape(*np.shape(indices), *self.shape[1:])
 
     def labels(self) -> np.ndarray:
