@@ -64,6 +64,11 @@ def test_dataset_argument():
         ("data.label_fraction", 1.5, "data.label_fraction"),
         ("model.name", "resnet19", "model.name"),
         ("augment.view1.hflip_prob", 2.0, "augment.view1.hflip_prob"),
+        ("data.source", "disk", "data.source"),
+        ("data.memory_budget_gb", 0.0, "data.memory_budget_gb"),
+        ("data.tfds_dir", "", "data.tfds_dir"),
+        ("data.workers", -1, "data.workers"),
+        ("data.prefetch", 0, "data.prefetch"),
     ],
 )
 def test_impossible_values_name_the_key(key, value, needle):

@@ -1,17 +1,12 @@
 """MedMNIST as a TFDS dataset: array_record shards built from the stored form (.npz).
 
-Every 2D dataset x size of the registry is a builder config (`medmnist/pathmnist_224`), and
-any other MedMNIST-layout .npz (a user's `data.path`, a converted image folder) gets a config
-of its own, named after the file and keyed by its path, size and mtime. Features: `image`
-uint8 [H, W, C]; `label` a class index (`ClassLabel`), or int64 [L] for multi-label tasks.
-Splits train / val / test, in the order of the .npz (shuffling is the sampler's job: row i of
-a split is row i of the file, so a batch is the same from either source).
-
-The .npz comes from `data.root` when it is there (offline machines; no network needed), else
-through TFDS's download manager from the registry URL, refused unless its MD5 is the
-registry's. Conversion streams each split in row chunks (`npzstream.iter_rows`) straight into
-array_record shards: memory is one chunk, whatever the dataset's size. TensorFlow is never
-imported: TFDS builds and reads array_record without it.
+Builder configs: every registry dataset x size (`medmnist/pathmnist_224`), and one per other
+MedMNIST-layout .npz (a user's `data.path`, a converted folder), keyed by its path, size and
+mtime. Features: `image` uint8 [H, W, C]; `label` a class index, or int64 [L] (multi-label).
+Splits train / val / test keep the file's row order (the sampler shuffles), so a batch is the
+same from either source. The .npz comes from `data.root` (offline) or TFDS's download manager,
+refused unless its MD5 is the registry's; it is converted in row chunks (`npzstream`), so
+memory is one chunk whatever the size. TensorFlow is never imported.
 """
 
 import dataclasses
@@ -131,14 +126,12 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
 
     name = NAME
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Built from the MedMNIST .npz files, in their row order."}
     BUILDER_CONFIGS = _registry_configs()
 
     @tfds_utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:
-        # TFDS looks for a checksums file next to the builder's code; its own lookup of the
-        # package breaks on an editable install without the importlib_resources backport.
+        # TFDS's own lookup breaks on an editable install without importlib_resources.
         return epath.Path(__file__)
 
     def __init__(
@@ -254,12 +247,9 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
                 )
 
     def _generate_splits(self, dl_manager, download_config) -> list[tfds.core.SplitInfo]:
-        """Writes each split's shards as its examples are generated, in file order.
-
-        Replaces TFDS's generic writer, which keeps up to 1 GB of examples in memory and,
-        with shuffling disabled, sends every spilled example to one bucket that it then reads
-        back whole: a 16 GB split would need 16 GB.
-        """
+        """Writes each split's shards as its examples are generated, in file order. (TFDS's
+        generic writer keeps up to 1 GB in memory and, unshuffled, reads every spilled example
+        back from one bucket: a 16 GB split would need 16 GB.)"""
         del download_config
         serializer = example_serializer.ExampleSerializer(self.info.features.get_serialized_info())
         infos = []
@@ -304,8 +294,7 @@ class _Counted:
 
     def __iter__(self):
         for key, data in self._pairs:
-            self.count += 1
-            self.bytes += len(data)
+            self.count, self.bytes = self.count + 1, self.bytes + len(data)
             yield key, data
 
 
