@@ -15,11 +15,17 @@ import ml_collections
 from ml_collections import config_dict
 
 DEFAULT_DATA_ROOT = "~/.medmnist"
+DEFAULT_TFDS_DIR = "~/.cache/ssljax/tfds"
 
 
 def default_data_root() -> str:
     """The data folder: `$SSLJAX_DATA_DIR`, else `~/.medmnist` (the medmnist package's)."""
     return os.environ.get("SSLJAX_DATA_DIR") or DEFAULT_DATA_ROOT
+
+
+def default_tfds_dir() -> str:
+    """Where TFDS datasets are built (writable): `$SSLJAX_TFDS_DIR`, else ~/.cache/ssljax/tfds."""
+    return os.environ.get("SSLJAX_TFDS_DIR") or DEFAULT_TFDS_DIR
 
 
 def view_config(blur_prob: float, solarize_prob: float) -> ml_collections.ConfigDict:
@@ -68,6 +74,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.min_size = 0  # shorter sides below this many pixels are skipped; 0: size // 4
     config.data.split_fractions = (0.7, 0.1, 0.2)  # train/val/test drawn when no split folders
     config.data.split_seed = 0  # the drawn split's own seed: config.seed never moves it
+    # Where pretraining reads images (ssljax/data/sources.py): memory (the whole .npz) | tfds
+    # (array_record built once in data.tfds_dir, the train split read batch by batch) | auto
+    # (memory when the train images fit data.memory_budget_gb, else tfds).
+    config.data.source = "auto"
+    config.data.memory_budget_gb = 8.0
+    config.data.tfds_dir = default_tfds_dir()  # must be writable
+    config.data.workers = 0  # grain worker processes reading TFDS records (0: none)
+    config.data.threads = 2  # steps read concurrently in the training process
+    config.data.prefetch = 4  # steps read ahead of the train loop
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "resnet18"  # resnet18 | resnet34 | resnet50

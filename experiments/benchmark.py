@@ -15,6 +15,8 @@ jitted over the mesh with the state donated). Modes:
   gather from the uint8 images in host memory, `parallel.host_to_global`, and the jitted
   step with on-device augmentation.
 - `augment`: `augment.two_views` alone on a device-resident uint8 batch.
+- `input`: the input pipeline alone (`--source=memory|tfds`, `--workers`, `--threads`,
+  `--prefetch`): images/s that `pipeline.TrainBatches` hands the loop (experiments/input_bench.py).
 
 In `step` and `end_to_end`, each call is dispatched before the previous one is waited on, as
 the loop does (it syncs only at log steps), and the time of a call is the interval between
@@ -52,11 +54,12 @@ from ssljax.data import batches, load_dataset  # noqa: E402
 
 # The benchmark's own projectors (those of its dated records), not the configs' defaults.
 DEFAULT_PROJECTORS = {"barlow_twins": "2048-2048-2048", "simclr": "2048-128"}
-MODES = ("step", "end_to_end", "augment")
+MODES = ("step", "end_to_end", "augment", "input")
 MODE_LABELS = {
     "step": "step (augmentation disabled)",
     "end_to_end": "end to end (host gather + transfer + on-device augmentation + step)",
     "augment": "augmentation alone (two views)",
+    "input": "input pipeline alone",
 }
 # Dense bfloat16 peak FLOP/s by a substring of `device.device_kind`, first match wins. MFU
 # is always against this number, also for float32 runs.
@@ -98,6 +101,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a MedMNIST name read from $SSLJAX_DATA_DIR (e.g. "
         "breastmnist); empty: synthetic uint8 images",
     )
+    p.add_argument("--source", default="memory", choices=("memory", "tfds"), help="input mode")
+    p.add_argument("--workers", type=int, default=0, help="input mode: grain worker processes")
+    p.add_argument("--threads", type=int, default=2, help="input mode: steps read at once")
+    p.add_argument("--prefetch", type=int, default=4, help="input mode: steps read ahead")
+    p.add_argument("--images", type=int, default=4096, help="input mode: synthetic images")
+    p.add_argument("--tfds_dir", default="", help="input mode: data.tfds_dir (default: config)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="append the JSON line to this file")
     args = p.parse_args(argv)
@@ -253,6 +262,10 @@ def _memory(device: jax.Device, compiled: Any) -> dict[str, int | None]:
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Runs one measurement as `args` says; returns its JSON record."""
     config = make_config(args)
+    if args.mode == "input":
+        from experiments import input_bench
+
+        return {**input_bench.measure(config, args), "cpu": cpu_model()}
     mesh = parallel.make_mesh()
     parallel.check_batch_size(args.batch, mesh)
     images = load_images(config, args)

@@ -14,6 +14,7 @@ log step, and with the kNN monitor (from step 0, the random encoder) the spread 
 rank of the val embeddings (`embedding/std`, `embedding/rankme`, `features/rankme`).
 """
 
+import contextlib
 import functools
 import pathlib
 import time
@@ -40,7 +41,7 @@ from ssljax import (
     workdirs,
     writers,
 )
-from ssljax.data import batches, load_dataset, registry
+from ssljax.data import pipeline, registry, sources
 from ssljax.errors import NonFiniteLossError
 
 __all__ = ["NonFiniteLossError", "build", "build_model", "run"]
@@ -124,7 +125,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh) -> dict:
     """`run`'s work, in a checked and locked workdir."""
     writers.check_config_matches(workdir, config)
-    data = load_dataset(config.data)
+    data = sources.open_dataset(config.data)
     images = data.splits["train"].images
     plan = optim.step_plan(config.train, len(images))
     fns = build(config, images.shape[1:], plan, mesh)
@@ -135,6 +136,15 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
     state, start_step = loop.restore(ckpt, fns.init(init_key))
     writers.write_config(workdir, config)
+    d = config.data
+    host_batches = pipeline.TrainBatches(
+        images,
+        seed=config.seed,
+        batch_size=config.train.batch_size,
+        workers=d.workers,
+        threads=d.threads,
+        prefetch=d.prefetch,
+    )
     writer = writers.MetricWriter(
         workdir, plan.total_steps, start_step, config.log.progress, desc=config.method
     )
@@ -155,7 +165,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     log = _logger(writer, params0, config.train.batch_size, plan, start_step, summary)
     pretraining = loop.Loop(
         train=fns.train,
-        batch_at=_batch_at(config, images),
+        batch_at=lambda step, n: (host_batches.batch_at(step, n),),
         plan=plan,
         mesh=mesh,
         writer=writer,
@@ -169,7 +179,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
             loop.Action(loop.every(every_epochs * spe, plan), monitor),
         ],
     )
-    with loop.closing(ckpt, writer):
+    with loop.closing(ckpt, writer), contextlib.closing(host_batches):
         if start_step == 0 and every_epochs:
             monitor(loop.Chunk(0, 1, state, {}))
         state = pretraining.run(state, start_step, train_key)
@@ -191,22 +201,6 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     }
     checkpoint.save_encoder(workdir, encoder_vars)
     return summary
-
-
-def _batch_at(config: ml_collections.ConfigDict, images: np.ndarray) -> loop.BatchAt:
-    """Steps [s, s + n) -> (images uint8 [n, rows of this process, H, W, C],): batch
-    indices are a pure function of (seed, step), `batches.train_batch_indices`."""
-    n, batch_size = len(images), config.train.batch_size
-    rows = parallel.process_rows(batch_size)
-
-    def batch_at(first: int, count: int) -> tuple[np.ndarray]:
-        steps_ = range(first, first + count)
-        idx = np.stack(
-            [batches.train_batch_indices(config.seed, s, n, batch_size)[rows] for s in steps_]
-        )
-        return (images[idx],)
-
-    return batch_at
 
 
 def _outputs_fn(config, fns: Compiled, train_images: np.ndarray, mesh: Mesh):

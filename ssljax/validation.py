@@ -60,6 +60,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _in(config, "data.size", registry.SIZES)
     else:
         _in(config, "data.task", registry.TASKS)
+    _in(config, "data.source", ("memory", "tfds", "auto"))
+    gb = d.memory_budget_gb
+    _require(gb > 0 and math.isfinite(gb), "data.memory_budget_gb", gb, "must be > 0 (GiB)")
+    if d.source != "memory":
+        _require(bool(d.tfds_dir), "data.tfds_dir", d.tfds_dir, "name a writable folder")
+    _require(d.workers >= 0, "data.workers", d.workers, "must be >= 0")
+    _require(d.threads >= 1, "data.threads", d.threads, "must be >= 1")
+    _require(d.prefetch >= 1, "data.prefetch", d.prefetch, "must be >= 1")
     f = d.label_fraction
     _require(0 < f <= 1, "data.label_fraction", f, "must be in (0, 1]")
     _require(d.labels_per_class >= 0, "data.labels_per_class", d.labels_per_class, "must be >= 0")

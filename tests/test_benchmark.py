@@ -148,3 +148,21 @@ def test_peak_flops_table():
     assert benchmark.peak_flops(Device())[0] == 197e12
     Device.device_kind = "Some new chip"
     assert benchmark.peak_flops(Device()) == (None, "unknown device kind")
+
+
+@pytest.mark.parametrize("source", ["memory", "tfds"])
+def test_input_mode_times_the_pipeline_alone(tmp_path, data_dir, source):
+    record = benchmark.main(
+        [
+            "--mode=input",
+            "--dataset=breastmnist",
+            "--batch=64",
+            "--steps=3",
+            f"--source={source}",
+            f"--tfds_dir={tmp_path}",
+        ]
+    )
+    assert record["mode"] == "input" and record["source"] == source
+    assert record["size"] == 28 and record["channels"] == 1 and record["train_images"] == 546
+    assert len(record["seconds_per_call"]) == 3 and record["images_per_s"] > 0
+    assert (tmp_path / "medmnist").is_dir() == (source == "tfds")

@@ -71,6 +71,11 @@ def test_dataset_argument():
         ("train.schedule", "linear", "train.schedule"),
         ("eval.knn_metric", "manhattan", "eval.knn_metric"),
         ("init.transfer", "heads", "init.transfer"),
+        ("data.source", "disk", "data.source"),
+        ("data.memory_budget_gb", 0.0, "data.memory_budget_gb"),
+        ("data.tfds_dir", "", "data.tfds_dir"),
+        ("data.workers", -1, "data.workers"),
+        ("data.prefetch", 0, "data.prefetch"),
     ],
 )
 def test_impossible_values_name_the_key(key, value, needle):
