@@ -234,3 +234,21 @@ def test_converting_and_one_epoch_on_2gb_stay_within_the_bound(tmp_path):
     logged = [r for r in writers.read_metrics(tmp_path / "workdir") if "loss" in r]
     assert logged[-1]["step"] == BIG_TRAIN // 256  # the whole epoch, batch 256
     assert all(r["loss"] > 0 for r in logged)  # the stand-in step's sum of the batch's pixels
+
+
+@pytest.mark.slow
+def test_evaluation_from_tfds_equals_memory(tfds_dir, tmp_path):
+    """Fine-tuning (1% of the labels, its batches read per step) and the linear probe score
+    the same from either source: evaluation reads the train split through `data.source`."""
+    from ssljax import evaluate
+    from tests.test_evaluate import eval_config
+
+    scores = {}
+    for source in ("memory", "tfds"):
+        for protocol in ("finetune", "linear"):
+            config = eval_config(protocol, fraction=0.01, epochs=1)
+            config.data.update(source=source, tfds_dir=str(tfds_dir))
+            out = evaluate.run(config, tmp_path / f"{source}-{protocol}")
+            scores[source, protocol] = (out["n_labelled"], out["val"], out["test"])
+    for protocol in ("finetune", "linear"):
+        assert scores["memory", protocol] == scores["tfds", protocol]

@@ -26,7 +26,7 @@ import numpy as np
 
 import ssljax
 from ssljax import batchnorm, parallel, plots, validation, workdirs, writers
-from ssljax.data import load_dataset, subsets
+from ssljax.data import sources, subsets
 from ssljax.errors import ConfigError
 from ssljax.evaluate import finetune, frozen, setup
 
@@ -86,7 +86,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
     parallel.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
     if config.method == "finetune":
         parallel.check_batch_size(config.train.batch_size, mesh)
-    data = load_dataset(config.data)
+    data = sources.open_dataset(config.data)
     setup.check_labelled(data, config.method)
     labelled = subsets.subset_from_config(data.train.labels, data.task, config.data, config.seed)
     setup.check_classes(data, labelled)

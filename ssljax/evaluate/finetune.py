@@ -146,7 +146,8 @@ def _batch_at(config, data, labelled: np.ndarray) -> loop.BatchAt:
     """Steps [s, s + n) -> (images uint8, labels, mask bool), each [n, rows of this
     process, ...], from the endless stream over the labelled subset
     (`batches.stream_batch_indices`), which fills every batch with real examples."""
-    images, labels = data.train.images[labelled], data.train.labels[labelled]
+    # The images are read per batch (they may live on disk, `data.source=tfds`).
+    images, labels = data.train.images, data.train.labels[labelled]
     n, batch_size = len(labelled), config.train.batch_size
     rows = parallel.process_rows(batch_size)
 
@@ -157,7 +158,7 @@ def _batch_at(config, data, labelled: np.ndarray) -> loop.BatchAt:
                 for s in range(first, first + count)
             ]
         )
-        return images[idx], labels[idx], np.ones(idx.shape, bool)
+        return images[labelled[idx]], labels[idx], np.ones(idx.shape, bool)
 
     return batch_at
 
