@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import pathlib
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,10 +20,14 @@ from typing import Any, BinaryIO
 import jax
 import tqdm
 
+from ssljax import faults
 from ssljax.errors import DataError, WorkdirError
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+# atomic_write's temporary file beside NAME: .NAME.<pid>.tmp
+_TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"\..+\.\d+\.tmp")
 # Keys that may change between a run and its resumption: they do not change the numbers.
 RESUMABLE_CHANGES = ("log.", "data.root", "data.download", "distributed.", "eval.batch_size")
 
@@ -31,7 +36,7 @@ def atomic_write(path: str | pathlib.Path, write: Callable[[BinaryIO], None]) ->
     """Calls write(file) on a temporary file beside `path`, syncs it, then renames it over
     `path`: a crash leaves the old file or the new one, never half of one."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
     try:
         with tmp.open("wb") as f:
             write(f)
@@ -41,6 +46,14 @@ def atomic_write(path: str | pathlib.Path, write: Callable[[BinaryIO], None]) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_unfinished_writes(folder: str | pathlib.Path) -> None:
+    """Deletes the temporary files `atomic_write` left in `folder` when its process was killed
+    mid-write; call only while holding the folder (`workdirs.lock`): a live writer's would go."""
+    for p in pathlib.Path(folder).glob(f".*{_TMP_SUFFIX}"):
+        if _TMP_NAME.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def write_json(path: str | pathlib.Path, obj: Any) -> None:
@@ -139,7 +152,8 @@ class MetricWriter:
     """metrics.jsonl + TensorBoard + a tqdm bar over the run's steps.
 
     On resume from `initial_step`, records after that step (written by the interrupted run,
-    which will be replayed) are dropped so the file reads as one uninterrupted run.
+    which will be replayed) are dropped so the file reads as one uninterrupted run; starting
+    at step 0 (no checkpoint to resume from), all of them are, the step-0 records included.
     """
 
     def __init__(
@@ -157,11 +171,10 @@ class MetricWriter:
         if not self.enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in read_metrics(self.workdir) if r.get("step", 0) <= initial_step]
+        old = read_metrics(self.workdir) if initial_step else []
+        text = "".join(json.dumps(r) + "\n" for r in old if r.get("step", 0) <= initial_step)
         path = self.workdir / METRICS_FILE
-        tmp = path.with_name(METRICS_FILE + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(text.encode()))
         self._file = path.open("a")
         from tensorboardX import SummaryWriter
 
@@ -181,11 +194,16 @@ class MetricWriter:
             return
         record = {"step": int(step), "time": time.time()}
         record.update({k: _scalar(v) for k, v in metrics.items()})
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        line = json.dumps(record) + "\n"
+        faults.point("metrics_write", lambda: self._write_now(line[: len(line) // 2]))
+        self._write_now(line)
         for k, v in record.items():
             if k not in ("step", "time") and isinstance(v, float | int) and math.isfinite(v):
                 self._tb.add_scalar(k, v, int(step))
+
+    def _write_now(self, text: str) -> None:
+        self._file.write(text)
+        self._file.flush()
 
     def progress(self, steps: int, **postfix: Any) -> None:
         """Advances the bar by `steps`, showing `postfix` (loss, epoch, images/s, ...)."""
