@@ -29,6 +29,7 @@ from ssljax import (
     checkpoint,
     diagnostics,
     inference,
+    interrupt,
     losses,
     models,
     optim,
@@ -188,6 +189,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         if start_step == 0 and config.log.monitor_every_epochs:
             summary.update(_monitor(config, 0, 0, writer, outputs(), data))
         while step < total_steps:
+            interrupt.check()
             epoch_end = (step // steps_per_epoch + 1) * steps_per_epoch
             chunk = min(config.train.steps_per_dispatch, epoch_end - step)
             idx = np.stack(

@@ -20,6 +20,7 @@ from ssljax import (
     batchnorm,
     checkpoint,
     inference,
+    interrupt,
     metrics,
     models,
     optim,
@@ -117,6 +118,7 @@ def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> d
     state, step = carry["state"], start_step
     try:
         while step < total_steps:
+            interrupt.check()
             chunk = min(config.train.steps_per_dispatch, steps_per_epoch - step % steps_per_epoch)
             idx = np.stack(
                 [
