@@ -69,7 +69,7 @@ def _remove_unfinished_saves(directory: pathlib.Path) -> None:
     for p in directory.iterdir():
         if ORBAX_TMP in p.name and p.is_dir():
             shutil.rmtree(p)
-            logging.warning("removed %s: a checkpoint write cut short, redone from the start", p)
+            logging.warning("removed %s: the unfinished save of a run that stopped mid-write", p)
 
 
 class Checkpointer:
