@@ -12,6 +12,8 @@ import math
 import os
 import pathlib
 import re
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -176,9 +178,7 @@ class MetricWriter:
         path = self.workdir / METRICS_FILE
         atomic_write(path, lambda f: f.write(text.encode()))
         self._file = path.open("a")
-        from tensorboardX import SummaryWriter
-
-        self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+        self._tb = _Scalars(self.workdir / "tensorboard")
         self._bar = tqdm.tqdm(
             total=total_steps,
             initial=initial_step,
@@ -197,9 +197,12 @@ class MetricWriter:
         line = json.dumps(record) + "\n"
         faults.point("metrics_write", lambda: self._write_now(line[: len(line) // 2]))
         self._write_now(line)
-        for k, v in record.items():
-            if k not in ("step", "time") and isinstance(v, float | int) and math.isfinite(v):
-                self._tb.add_scalar(k, v, int(step))
+        scalars = {
+            k: v
+            for k, v in record.items()
+            if k not in ("step", "time") and isinstance(v, float | int) and math.isfinite(v)
+        }
+        self._tb.write(int(step), record["time"], scalars)
 
     def _write_now(self, text: str) -> None:
         self._file.write(text)
@@ -225,23 +228,46 @@ class MetricWriter:
         try:
             self._file.close()
         finally:
-            _close_tensorboard(self._tb)
+            self._tb.close()
 
 
-def _close_tensorboard(tb: Any) -> None:
-    """Closes a tensorboardX SummaryWriter. When its last flush fails (a full disk), its
-    thread is stopped and it is marked closed: left as it is, its exit hook flushes again
-    and prints tracebacks after the failure's one line."""
-    try:
-        tb.close()
-    except OSError:
-        events = getattr(getattr(tb, "file_writer", None), "event_writer", None)
-        worker = getattr(events, "_worker", None)
-        if worker is not None:
-            worker.stop()
-        if events is not None:
-            events._closed = True
-        raise
+class _Scalars:
+    """TensorBoard scalars in FOLDER/events.out.tfevents.<time>.<host>, written and flushed in
+    the calling thread, as metrics.jsonl is.
+
+    Not tensorboardX's SummaryWriter: it writes from a thread through a queue of 10 events,
+    and when a full disk ends that thread, the 11th add_scalar waits forever (a run that
+    hangs instead of saying the disk is full). Here a failed write raises in the loop.
+    """
+
+    def __init__(self, folder: pathlib.Path):
+        from tensorboardX.proto import event_pb2
+        from tensorboardX.record_writer import masked_crc32c
+
+        self._crc = masked_crc32c
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+        self._file = (folder / name).open("ab")
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, step: int, wall_time: float, scalars: dict[str, float]) -> None:
+        from tensorboardX.proto import event_pb2, summary_pb2
+
+        values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+        summary = summary_pb2.Summary(value=values)
+        self._write(event_pb2.Event(wall_time=wall_time, step=step, summary=summary))
+
+    def _write(self, event: Any) -> None:
+        """One TFRecord: length, its masked CRC32C, the serialized event, its masked CRC32C."""
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        crcs = struct.pack("<I", self._crc(header)), struct.pack("<I", self._crc(data))
+        self._file.write(header + crcs[0] + data + crcs[1])
+        self._file.flush()
+
+    def close(self) -> None:
+        """Closes the file, also when its last flush fails (a full disk), then raises."""
+        self._file.close()
 
 
 def _scalar(v: Any) -> Any:
