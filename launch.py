@@ -9,7 +9,8 @@ that defines flags.
 
 A failure the user can cause ends in one line `error: ...` on stderr and exit status 1 (the
 traceback in W/errors.log, and on the terminal with --verbose); Ctrl-C in one line saying
-where the same command resumes, exit status 130 (`ssljax.errors`).
+where the same command resumes, exit status 130 (`ssljax.errors`): the run stops at its next
+step, a second Ctrl-C stops it at once (`ssljax.interrupt`).
 """
 
 import ast
@@ -41,11 +42,12 @@ def main(argv: list[str]) -> None:
     (exit 1), Ctrl-C in one line saying where the run will resume (exit 130)."""
     # Holds the workdir once it passed its checks and is locked: errors.log goes there.
     checked: list[pathlib.Path] = []
+    from ssljax import errors, interrupt
+
+    interrupt.install(lambda: errors.interrupted_line(_resume_point()))
     try:
         _run(argv, checked)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - bugs are re-raised
-        from ssljax import errors
-
         workdir = checked[0] if checked else None
         sys.exit(errors.report_failure(e, workdir, _resume_point(), _VERBOSE.value))
 

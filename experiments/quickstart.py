@@ -26,6 +26,7 @@ _FLAGS = sweep.define_flags(default_grid=str(GRID_FILE), default_root="runs/quic
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    sweep.install_ctrl_c(_FLAGS)
     try:
         record = sweep.run_from_flags(_FLAGS, "experiments.quickstart")
         if record is None:

@@ -51,7 +51,7 @@ import ml_collections
 import tqdm
 
 from experiments.cells import Cell, expand  # noqa: F401 - the sweep's API
-from ssljax import errors, evaluate, pretrain, validation, workdirs, writers
+from ssljax import errors, evaluate, interrupt, pretrain, validation, workdirs, writers
 
 SWEEP_FILE = "sweep.json"
 # Statuses that make the sweep exit non-zero.
@@ -257,13 +257,22 @@ def run_from_flags(holders: dict[str, Any], module: str) -> dict[str, Any] | Non
     )
 
 
+def _resume(holders: dict[str, Any]) -> str:
+    root = pathlib.Path(holders["root"].value or ".").expanduser()
+    return f"the sweep in {root} (finished cells are skipped)"
+
+
+def install_ctrl_c(holders: dict[str, Any]) -> None:
+    """Ctrl-C stops the sweep at the next step boundary; twice, at once (`ssljax.interrupt`)."""
+    interrupt.install(lambda: errors.interrupted_line(_resume(holders)))
+
+
 def exit_status(exc: BaseException, holders: dict[str, Any]) -> int:
     """Says in one line why the sweep command failed (`errors.report_failure`: its traceback
     to ROOT/errors.log when a sweep used ROOT); returns the exit status. Re-raises a bug."""
     root = pathlib.Path(holders["root"].value or ".").expanduser()
     used = root if (root / workdirs.LOCK_FILE).is_file() else None
-    resume = f"the sweep in {root} (finished cells are skipped)"
-    return errors.report_failure(exc, used, resume, holders["verbose"].value)
+    return errors.report_failure(exc, used, _resume(holders), holders["verbose"].value)
 
 
 if __name__ == "__main__":
@@ -274,6 +283,7 @@ if __name__ == "__main__":
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        install_ctrl_c(_FLAGS)
         try:
             record = run_from_flags(_FLAGS, "experiments.sweep")
         except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - bugs are re-raised

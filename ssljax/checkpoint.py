@@ -6,23 +6,28 @@ that marker (a crash mid-write, a copy cut short) is not a checkpoint: it is mov
 `<step>.incomplete-<n>`. A marked step that still fails to restore (a data file deleted or
 cut short) is moved aside as `<step>.damaged-<n>`, with one line naming it and the details
 in WORKDIR/errors.log, and resume falls back to the step before it; the next restart finds
-nothing wrong and says nothing. Nothing is deleted: nothing a user made is lost. The final
-encoder of a pretraining run is exported on its own to `WORKDIR/encoder/`, the folder
-evaluation runs load.
+nothing wrong and says nothing. Nothing is deleted that a user made or a run could use; the one
+exception is Orbax's temporary folder of a save cut short (`<name>.orbax-checkpoint-tmp-<t>`,
+left by kill -9 or a full disk), removed with one line when the run restarts: the step it
+held is replayed and saved again. The final encoder of a pretraining run is exported on its
+own to `WORKDIR/encoder/`, the folder evaluation runs load.
 """
 
 import logging
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
-from ssljax import errors
+from ssljax import errors, faults
 
 COMMIT_MARKER = "commit_success.txt"
 CHECKPOINT_DIR = "checkpoints"
 ENCODER_DIR = "encoder"
+# In the name of the folder Orbax writes a save into before renaming it to its final name.
+ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
 def committed_steps(directory: str | pathlib.Path) -> list[int]:
@@ -56,6 +61,17 @@ def _quarantine_incomplete(directory: pathlib.Path) -> None:
             logging.warning("checkpoint %s has no %s: moved aside to %s", p, COMMIT_MARKER, target)
 
 
+def _remove_unfinished_saves(directory: pathlib.Path) -> None:
+    """Deletes Orbax's temporary folders under `directory`: saves that never finished, by a
+    run that held the workdir before this one (the lock makes sure none is still writing)."""
+    if jax.process_index() != 0 or not directory.is_dir():
+        return
+    for p in directory.iterdir():
+        if ORBAX_TMP in p.name and p.is_dir():
+            shutil.rmtree(p)
+            logging.warning("removed %s: the unfinished save of a run that stopped mid-write", p)
+
+
 class Checkpointer:
     """Periodic checkpoints of a train state (any pytree of arrays), keeping the newest `keep`."""
 
@@ -71,6 +87,7 @@ class Checkpointer:
         self.directory = self.workdir / CHECKPOINT_DIR
         self._repair = repair
         if repair:
+            _remove_unfinished_saves(self.directory)
             _quarantine_incomplete(self.directory)
         self._keep = keep
         self._manager = self._open()
@@ -86,6 +103,7 @@ class Checkpointer:
         if step in self._manager.all_steps():
             return
         self._manager.save(step, args=ocp.args.StandardSave(state))
+        faults.point("checkpoint_write")
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
@@ -142,10 +160,13 @@ class Checkpointer:
 
 
 def save_encoder(workdir: str | pathlib.Path, variables: dict[str, Any]) -> pathlib.Path:
-    """Writes the encoder's variables ({'params': ..., 'batch_stats': ...}) atomically."""
+    """Writes the encoder's variables ({'params': ..., 'batch_stats': ...}) atomically, after
+    removing what an export cut short left."""
     path = pathlib.Path(workdir).absolute() / ENCODER_DIR
+    _remove_unfinished_saves(path.parent)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, variables, force=True)
+        faults.point("encoder_export")
     return path
 
 

@@ -121,6 +121,11 @@ def append_log(workdir: str | os.PathLike, title: str, exc: BaseException) -> pa
     return path
 
 
+def interrupted_line(resume: str) -> str:
+    """What Ctrl-C prints: `resume` says where, e.g. 'W from step 8 (its last checkpoint)'."""
+    return f"interrupted: run the same command to resume {resume}"
+
+
 def report_failure(
     exc: BaseException, workdir: pathlib.Path | None, resume: str, verbose: bool = False
 ) -> int:
@@ -133,7 +138,7 @@ def report_failure(
       verbose: also print the traceback.
     """
     if isinstance(exc, KeyboardInterrupt):
-        print(f"interrupted: run the same command to resume {resume}", file=sys.stderr)
+        print(interrupted_line(resume), file=sys.stderr)
         return EXIT_INTERRUPTED
     message = user_message(exc)
     use_log = workdir is not None and not isinstance(exc, WorkdirError)

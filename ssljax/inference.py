@@ -7,7 +7,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ssljax import metrics, parallel, probes
+from ssljax import interrupt, metrics, parallel, probes
 from ssljax.data import batches
 
 
@@ -31,6 +31,7 @@ def batched_apply(
     rows = parallel.process_rows(batch_size)
     outputs = []
     for idx, mask in batches.eval_batches(len(images), batch_size):
+        interrupt.check()
         x = parallel.host_to_global(images[idx[rows]], mesh)
         out = apply_fn(params, batch_stats, x)
         outputs.append(jax.tree.map(lambda o, m=mask: parallel.to_host(o)[m], out))

@@ -30,7 +30,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from ssljax import checkpoint, optim, parallel, writers
+from ssljax import checkpoint, interrupt, optim, parallel, writers
 from ssljax.errors import NonFiniteLossError
 
 # batch_at(first_step, n) -> host arrays [n, rows of this process, ...] of steps
@@ -124,6 +124,7 @@ class Loop:
         key = jax.device_put(train_key, parallel.replicated(self.mesh))
         step, spe = start_step, self.plan.steps_per_epoch
         while step < self.plan.total_steps:
+            interrupt.check()  # Ctrl-C stops here, between steps (`ssljax.interrupt`)
             size = min(self.chunk, (step // spe + 1) * spe - step)
             state, metrics = self._dispatch(state, step, size, key)
             step += size

@@ -6,7 +6,8 @@ folder this user cannot write in, and a disk with less than `MIN_FREE_BYTES` fre
 nothing. `lock` then holds WORKDIR/.lock with an OS lock (`fcntl.flock`) until the run ends:
 a second run on the same workdir stops at once, naming the process that holds it. The kernel
 drops the lock when its holder dies, kill -9 included, so there is never a stale lock to
-delete by hand; the file itself stays, holding the last holder's PID and host.
+delete by hand; the file itself stays, holding the last holder's PID and host. Once locked,
+the temporary files of atomic writes a dead holder left are removed (`writers`).
 """
 
 import contextlib
@@ -131,13 +132,16 @@ def lock(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
     """Holds WORKDIR/.lock for the block, creating the folder if needed; yields its path.
 
     Re-entrant within a process (the sweep's cells and `launch.py` both take it). Only
-    process 0 of a multi-process run locks: all processes share one workdir. When the block
-    fails and the run wrote nothing, the folders it created are removed again.
+    process 0 of a multi-process run locks: all processes share one workdir. Leftover
+    temporary files of a killed run's atomic writes are removed. When the block fails and the
+    run wrote nothing, the folders it created are removed again.
 
     Raises:
       WorkdirInUseError: another process holds the lock, naming its PID and host.
     """
     import jax
+
+    from ssljax import writers
 
     path = pathlib.Path(workdir)
     key = os.path.realpath(path)
@@ -165,6 +169,7 @@ def lock(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
     _HELD[key] = 1
     ok = False
     try:
+        writers.remove_unfinished_writes(path)
         yield path
         ok = True
     finally:

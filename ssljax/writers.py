@@ -12,6 +12,9 @@ import logging
 import math
 import os
 import pathlib
+import re
+import socket
+import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,10 +24,14 @@ import jax
 import ml_collections
 import tqdm
 
+from ssljax import faults
 from ssljax.errors import DataError, WorkdirError
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+# atomic_write's temporary file beside NAME: .NAME.<pid>.tmp
+_TMP_SUFFIX = ".tmp"
+_TMP_NAME = re.compile(r"\..+\.\d+\.tmp")
 # Keys that may change between a run and its resumption: they do not change the numbers.
 RESUMABLE_CHANGES = ("log.", "data.root", "data.download", "distributed.", "eval.batch_size")
 
@@ -33,7 +40,7 @@ def atomic_write(path: str | pathlib.Path, write: Callable[[BinaryIO], None]) ->
     """Calls write(file) on a temporary file beside `path`, syncs it, then renames it over
     `path`: a crash leaves the old file or the new one, never half of one."""
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
     try:
         with tmp.open("wb") as f:
             write(f)
@@ -43,6 +50,14 @@ def atomic_write(path: str | pathlib.Path, write: Callable[[BinaryIO], None]) ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_unfinished_writes(folder: str | pathlib.Path) -> None:
+    """Deletes the temporary files `atomic_write` left in `folder` when its process was killed
+    mid-write; call only while holding the folder (`workdirs.lock`): a live writer's would go."""
+    for p in pathlib.Path(folder).glob(f".*{_TMP_SUFFIX}"):
+        if _TMP_NAME.fullmatch(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
 
 
 def write_json(path: str | pathlib.Path, obj: Any) -> None:
@@ -177,7 +192,8 @@ class MetricWriter:
     """metrics.jsonl + TensorBoard + a tqdm bar over the run's steps.
 
     On resume from `initial_step`, records after that step (written by the interrupted run,
-    which will be replayed) are dropped so the file reads as one uninterrupted run.
+    which will be replayed) are dropped so the file reads as one uninterrupted run; starting
+    at step 0 (no checkpoint to resume from), all of them are, the step-0 records included.
     """
 
     def __init__(
@@ -195,15 +211,12 @@ class MetricWriter:
         if not self.enabled:
             return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in read_metrics(self.workdir) if r.get("step", 0) <= initial_step]
+        old = read_metrics(self.workdir) if initial_step else []
+        text = "".join(json.dumps(r) + "\n" for r in old if r.get("step", 0) <= initial_step)
         path = self.workdir / METRICS_FILE
-        tmp = path.with_name(METRICS_FILE + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(text.encode()))
         self._file = path.open("a")
-        from tensorboardX import SummaryWriter
-
-        self._tb = SummaryWriter(str(self.workdir / "tensorboard"))
+        self._tb = _Scalars(self.workdir / "tensorboard")
         self._bar = tqdm.tqdm(
             total=total_steps,
             initial=initial_step,
@@ -219,11 +232,19 @@ class MetricWriter:
             return
         record = {"step": int(step), "time": time.time()}
         record.update({k: _scalar(v) for k, v in metrics.items()})
-        self._file.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        faults.point("metrics_write", lambda: self._write_now(line[: len(line) // 2]))
+        self._write_now(line)
+        scalars = {
+            k: v
+            for k, v in record.items()
+            if k not in ("step", "time") and isinstance(v, float | int) and math.isfinite(v)
+        }
+        self._tb.write(int(step), record["time"], scalars)
+
+    def _write_now(self, text: str) -> None:
+        self._file.write(text)
         self._file.flush()
-        for k, v in record.items():
-            if k not in ("step", "time") and isinstance(v, float | int) and math.isfinite(v):
-                self._tb.add_scalar(k, v, int(step))
 
     def progress(self, steps: int, **postfix: Any) -> None:
         """Advances the bar by `steps`, showing `postfix` (loss, epoch, images/s, ...)."""
@@ -245,23 +266,46 @@ class MetricWriter:
         try:
             self._file.close()
         finally:
-            _close_tensorboard(self._tb)
+            self._tb.close()
 
 
-def _close_tensorboard(tb: Any) -> None:
-    """Closes a tensorboardX SummaryWriter. When its last flush fails (a full disk), its
-    thread is stopped and it is marked closed: left as it is, its exit hook flushes again
-    and prints tracebacks after the failure's one line."""
-    try:
-        tb.close()
-    except OSError:
-        events = getattr(getattr(tb, "file_writer", None), "event_writer", None)
-        worker = getattr(events, "_worker", None)
-        if worker is not None:
-            worker.stop()
-        if events is not None:
-            events._closed = True
-        raise
+class _Scalars:
+    """TensorBoard scalars in FOLDER/events.out.tfevents.<time>.<host>, written and flushed in
+    the calling thread, as metrics.jsonl is.
+
+    Not tensorboardX's SummaryWriter: it writes from a thread through a queue of 10 events,
+    and when a full disk ends that thread, the 11th add_scalar waits forever (a run that
+    hangs instead of saying the disk is full). Here a failed write raises in the loop.
+    """
+
+    def __init__(self, folder: pathlib.Path):
+        from tensorboardX.proto import event_pb2
+        from tensorboardX.record_writer import masked_crc32c
+
+        self._crc = masked_crc32c
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+        self._file = (folder / name).open("ab")
+        self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def write(self, step: int, wall_time: float, scalars: dict[str, float]) -> None:
+        from tensorboardX.proto import event_pb2, summary_pb2
+
+        values = [summary_pb2.Summary.Value(tag=k, simple_value=v) for k, v in scalars.items()]
+        summary = summary_pb2.Summary(value=values)
+        self._write(event_pb2.Event(wall_time=wall_time, step=step, summary=summary))
+
+    def _write(self, event: Any) -> None:
+        """One TFRecord: length, its masked CRC32C, the serialized event, its masked CRC32C."""
+        data = event.SerializeToString()
+        header = struct.pack("<Q", len(data))
+        crcs = struct.pack("<I", self._crc(header)), struct.pack("<I", self._crc(data))
+        self._file.write(header + crcs[0] + data + crcs[1])
+        self._file.flush()
+
+    def close(self) -> None:
+        """Closes the file, also when its last flush fails (a full disk), then raises."""
+        self._file.close()
 
 
 def _scalar(v: Any) -> Any:

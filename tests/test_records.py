@@ -5,7 +5,12 @@ All through the API on files, without compiling a model.
 
 import json
 import logging
+import os
 import pathlib
+import struct
+import subprocess
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -159,3 +164,56 @@ def test_latest_step(tmp_path):
     ckpt.save(7, STATE)
     assert ckpt.latest_step() == 7
     ckpt.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KB tmpfs folder (root only): a disk a test can fill."""
+    folder = tmp_path / "small_disk"
+    folder.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True).returncode:
+        pytest.skip("needs root and mount for a small disk")
+    yield folder
+    subprocess.run(["umount", "--lazy", str(folder)], check=True)  # also if a file is open
+
+
+def test_a_full_disk_raises_in_the_writer_instead_of_hanging(small_disk):
+    # tensorboardX's SummaryWriter wrote from a thread through a queue of 10 events: a full
+    # disk ended the thread and the 11th scalar waited forever.
+    threads = set(threading.enumerate())
+    writer = writers.MetricWriter(small_disk, total_steps=10_000, progress=False)
+    writer.write(1, {"loss": 1.0})
+    (small_disk / "filler").write_bytes(b"\0" * (os.statvfs(small_disk).f_bavail * 4096))
+    start = time.perf_counter()
+    with pytest.raises(OSError) as e:
+        for step in range(2, 10_000):
+            writer.write(step, {"loss": 1.0 / step, "lr": 0.1})
+    assert errors.disk_full(e.value)
+    with pytest.raises(OSError):
+        writer.close()
+    assert time.perf_counter() - start < 30
+    assert set(threading.enumerate()) <= threads  # no writer thread at all
+    (small_disk / "filler").unlink()
+    assert writers.read_metrics(small_disk)[0]["step"] == 1
+
+
+def test_tensorboard_events_are_tfrecords_of_the_logged_scalars(tmp_path):
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import masked_crc32c
+
+    writer = writers.MetricWriter(tmp_path, total_steps=10, progress=False)
+    writer.write(1, {"loss": 1.5, "epoch": 0})
+    writer.write(2, {"loss": 1.25, "nan": float("nan"), "name": "x"})
+    writer.close()
+    [path] = (tmp_path / "tensorboard").iterdir()
+    data, events = path.read_bytes(), []
+    while data:
+        (n,) = struct.unpack("<Q", data[:8])
+        assert struct.unpack("<I", data[8:12])[0] == masked_crc32c(data[:8])
+        assert struct.unpack("<I", data[12 + n : 16 + n])[0] == masked_crc32c(data[12 : 12 + n])
+        events.append(event_pb2.Event.FromString(data[12 : 12 + n]))
+        data = data[16 + n :]
+    assert events[0].file_version == "brain.Event:2"
+    scalars = [(e.step, {v.tag: v.simple_value for v in e.summary.value}) for e in events[1:]]
+    assert scalars == [(1, {"loss": 1.5, "epoch": 0.0}), (2, {"loss": 1.25})]

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 import tqdm
 
+from ssljax import interrupt
 from ssljax.data import registry
 from ssljax.errors import DataError
 
@@ -128,6 +129,7 @@ def _stream(
             # http.client returns b"" rather than raising when the connection closes before
             # Content-Length bytes arrived, so the caller compares the byte counts.
             while chunk := response.read(_CHUNK):
+                interrupt.check()
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
