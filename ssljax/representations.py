@@ -25,7 +25,8 @@ from ssljax.data import registry
 CROSS_CORRELATION = "cross_correlation"
 EMBEDDINGS = "embeddings"
 CORR_BLOCK = 64  # dims of the matrix kept and drawn; the means cover all of them
-MAX_IMAGES = 512  # val images whose two views make the cross-correlation batch
+MAX_IMAGES = 512  # val images whose two views make the cross-correlation batch (<= 64 px)
+MAX_PIXELS = MAX_IMAGES * 64 * 64  # larger images: fewer of them, one train-mode batch
 
 
 def standardised_cross_correlation(z1: np.ndarray, z2: np.ndarray) -> np.ndarray:
@@ -63,8 +64,11 @@ def two_view_correlation(
     """The cross-correlation float64 [D, D] of each state's projector outputs on two views
     of `images` (uint8 [B, H, W, C], the same on every process), augmented with `key` and
     `views` (ViewParams of view 1 and 2), in train-mode BatchNorm, as the loss saw them.
-    Everything is replicated over `mesh` (a small batch), so any process count works."""
+    The batch is sharded over `mesh` as in training (replicated, every device would hold
+    every image's activations: 8x the memory on 8 devices); B is trimmed to a multiple of
+    the device count."""
     repl = parallel.replicated(mesh)
+    images = images[: len(images) - len(images) % mesh.devices.size]
 
     @jax.jit
     def embed(params, batch_stats, images, key):
@@ -79,7 +83,7 @@ def two_view_correlation(
 
         return tuple(z(x) for x in augment.two_views(key, images, *views))
 
-    images = jax.make_array_from_process_local_data(repl, images)
+    images = parallel.host_to_global(images[parallel.process_rows(len(images))], mesh)
     key = jax.device_put(key, repl)
     out = []
     for s in states:
@@ -120,7 +124,8 @@ def write(
       key, views: the augmentation of the cross-correlation batch (step 0's key).
     """
     val, test = data.splits["val"], data.splits["test"]
-    images = val.images[:MAX_IMAGES]
+    count = max(64, min(MAX_IMAGES, MAX_PIXELS // data.size**2))  # 512 at 64 px, 64 at 224
+    images = val.images[:count]
     corr = two_view_correlation(model, states, images, key, views, mesh)
     xy = [pca_2d(outputs(s)(test.images)[0]) for s in states]
     cls, label_names = classes(data.task, test.labels, data.label_names)

@@ -4,10 +4,8 @@ import dataclasses
 import json
 import os
 import pathlib
-import signal
 import subprocess
 import sys
-import time
 
 import chex
 import jax
@@ -107,42 +105,7 @@ def test_run_writes_outputs_and_learns(finished_run):
     assert "warning" not in summary
 
 
-def test_sigkill_then_rerun_resumes_to_identical_parameters(finished_run, tmp_path):
-    method, reference, _ = finished_run
-    if method != "barlow_twins":
-        pytest.skip("one method suffices for resume")
-    command = [
-        sys.executable,
-        "launch.py",
-        "--config=configs/barlow.py:breastmnist",
-        f"--workdir={tmp_path}",
-        *_overrides_as_flags(),
-    ]
-    # The subprocess inherits this process's 8 host devices: the same mesh as the reference.
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 300
-    while not checkpoint.committed_steps(tmp_path / "checkpoints"):
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.time() < deadline, "no checkpoint within 300 s"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    assert not (tmp_path / "encoder").exists(), "killed before the end"
-    # A half-written later step must be skipped on resume, and kept aside, not deleted.
-    partial = tmp_path / "checkpoints" / "12"
-    partial.mkdir()
-    (partial / "garbage").write_text("half a checkpoint")
-    subprocess.run(command, cwd=REPO, check=True, timeout=600, capture_output=True)
-    assert (tmp_path / "checkpoints" / "12.incomplete-0" / "garbage").exists()
-    for resumed, uninterrupted in zip(
-        _encoder_leaves(tmp_path), _encoder_leaves(reference), strict=True
-    ):
-        np.testing.assert_array_equal(resumed, uninterrupted)
-    records = writers.read_metrics(tmp_path)
-    losses = [r["loss"] for r in records if "loss" in r]
-    assert len(losses) == 16  # the replayed steps replace the killed run's records
-    # The step-0 monitor ran once, in the killed run: a resumed run does not repeat it.
-    assert [r["epoch"] for r in records if "knn_acc" in r] == [0, 1, 2]
+# kill -9 and resume through launch.py: tests/test_faults.py (11 kills, bit-identical).
 
 
 def test_uncommitted_or_damaged_checkpoints_are_skipped(tmp_path):

@@ -25,7 +25,7 @@ def train_bytes(data_config: ml_collections.ConfigDict) -> int:
     Raises:
       ConfigError: `data.path` is not a file.
     """
-    if data_config.folder:
+    if data_config.get("folder"):
         data_config = folder_as_file(data_config, progress=False)[0]
     if data_config.path:
         path = pathlib.Path(data_config.path).expanduser()
@@ -62,7 +62,7 @@ def open_dataset(data_config: ml_collections.ConfigDict, progress: bool = True) 
     from ssljax.data import tfds_medmnist  # TFDS is imported only when used
 
     manifest = None
-    if data_config.folder:
+    if data_config.get("folder"):
         data_config, manifest = folder_as_file(data_config, progress)
     builder = tfds_medmnist.prepare(data_config, progress=progress)
     c = builder.builder_config
