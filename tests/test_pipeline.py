@@ -1,7 +1,6 @@
 """The grain pipeline: the same batches from memory and TFDS, process rows, resume, memory."""
 
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -13,7 +12,8 @@ import pytest
 
 from ssljax import checkpoint, pretrain, writers
 from ssljax.data import batches, load_npz, npzstream, pipeline, registry, sources, tfds_medmnist
-from tests.test_pretrain import _encoder_leaves, _free_port, _overrides_as_flags, tiny_config
+from tests.processes import run_two_processes
+from tests.test_pretrain import _encoder_leaves, _overrides_as_flags, tiny_config
 from tests.test_tfds import data_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -151,32 +151,7 @@ def test_sigkill_during_a_tfds_run_then_rerun_gives_the_same_encoder(tfds_run, t
 
 
 def test_two_processes_read_disjoint_rows(tfds_dir, data_dir, tmp_path):
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "tests" / "pipeline_worker.py"),
-                f"127.0.0.1:{port}",
-                str(pid),
-                str(tfds_dir),
-                str(tmp_path / f"rows{pid}.npy"),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for pid in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out[-3000:]
+    run_two_processes("pipeline_worker.py", lambda pid: [tfds_dir, tmp_path / f"rows{pid}.npy"])
     rows = [np.load(tmp_path / f"rows{pid}.npy") for pid in range(2)]
     assert rows[0].shape == rows[1].shape == (2, 8, 28, 28, 1)
     array = load_npz(data_dir / "breastmnist.npz", task=registry.BINARY).train.images

@@ -2,10 +2,7 @@
 
 import dataclasses
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import chex
 import jax
@@ -25,6 +22,7 @@ from ssljax import (
     writers,
 )
 from ssljax.data import batches, load_dataset
+from tests.processes import run_two_processes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -223,41 +221,9 @@ def test_one_device_equals_eight_devices():
 def test_two_processes_equal_one(tmp_path):
     config = tiny_config(**{"train.batch_size": 16})
     loss_single, params_single = two_steps(config, parallel.make_mesh(jax.devices()[:2]))
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "tests" / "multiprocess_worker.py"),
-                f"127.0.0.1:{port}",
-                str(pid),
-                str(tmp_path / f"out{pid}.json"),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for pid in range(2)
-    ]
-    try:
-        outputs = [p.communicate(timeout=240)[0].decode() for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out[-3000:]
+    run_two_processes("multiprocess_worker.py", lambda pid: [tmp_path / f"out{pid}.json"])
     result = json.loads((tmp_path / "out0.json").read_text())
     np.testing.assert_allclose(result["loss"], loss_single, rtol=1e-5)
     chex.assert_trees_all_close(
         result["param_sums"], [float(p.sum()) for p in params_single], rtol=1e-4, atol=1e-4
     )
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
