@@ -14,7 +14,6 @@ import os
 import pathlib
 import re
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Callable
@@ -280,12 +279,12 @@ class _Scalars:
 
     def __init__(self, folder: pathlib.Path):
         from tensorboardX.proto import event_pb2
-        from tensorboardX.record_writer import masked_crc32c
+        from tensorboardX.record_writer import RecordWriter
 
-        self._crc = masked_crc32c
         folder.mkdir(parents=True, exist_ok=True)
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
-        self._file = (folder / name).open("ab")
+        # tensorboardX's own TFRecord framing, without its thread and queue.
+        self._records = RecordWriter(str(folder / name))
         self._write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
 
     def write(self, step: int, wall_time: float, scalars: dict[str, float]) -> None:
@@ -296,16 +295,13 @@ class _Scalars:
         self._write(event_pb2.Event(wall_time=wall_time, step=step, summary=summary))
 
     def _write(self, event: Any) -> None:
-        """One TFRecord: length, its masked CRC32C, the serialized event, its masked CRC32C."""
-        data = event.SerializeToString()
-        header = struct.pack("<Q", len(data))
-        crcs = struct.pack("<I", self._crc(header)), struct.pack("<I", self._crc(data))
-        self._file.write(header + crcs[0] + data + crcs[1])
-        self._file.flush()
+        """One record, flushed (and fsynced) before the loop goes on."""
+        self._records.write(event.SerializeToString())
+        self._records.flush()
 
     def close(self) -> None:
         """Closes the file, also when its last flush fails (a full disk), then raises."""
-        self._file.close()
+        self._records.close()
 
 
 def _scalar(v: Any) -> Any:
@@ -325,21 +321,16 @@ def code_version() -> str:
     import ssljax  # noqa: PLC0415 - the package imports this module
 
     root = pathlib.Path(ssljax.__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+        )
+        return run.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
+        head = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return f"ssljax {ssljax.__version__}"
     return head + ("-dirty" if dirty else "")
