@@ -30,6 +30,32 @@ ENCODER_DIR = "encoder"
 ORBAX_TMP = ".orbax-checkpoint-tmp"
 
 
+def _save_each_array_from_one_replica() -> None:
+    """Turns off Orbax's replica-parallel saving, its default except on GPU.
+
+    It splits every replicated array into one slice per device, each an op-by-op dispatch
+    (and a compile per new shape): on 8 devices ~1,700 slices per save of a ResNet-18
+    state, 5-18 s on 2 CPU cores, to share out writes that are a few MB. One replica
+    writes each array instead, as Orbax does on GPU.
+    """
+    default = ocp.type_handlers.get_type_handler(jax.Array)
+    handler = ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=False,
+        # Keep the per-array metadata the default handler records (None where absent).
+        array_metadata_store=getattr(default, "_array_metadata_store", None),
+    )
+    absl_logger = logging.getLogger("absl")  # Orbax warns of any override, on purpose or not
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+    finally:
+        absl_logger.setLevel(level)
+
+
+_save_each_array_from_one_replica()
+
+
 def committed_steps(directory: str | pathlib.Path) -> list[int]:
     """Steps with a complete checkpoint under `directory`, oldest first."""
     directory = pathlib.Path(directory)

@@ -1,4 +1,5 @@
-"""Two local processes of one `jax.distributed` job, for the multi-host tests.
+"""Subprocesses of the tests: `launch.py` as a user runs it, and two local processes of one
+`jax.distributed` job for the multi-host tests.
 
 Kept out of conftest.py: the workers import test modules, and conftest's import sets
 XLA_FLAGS (8 host devices) for the test session, which a worker must not inherit.
@@ -11,6 +12,28 @@ import subprocess
 import sys
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def launch(*args: str, devices: int | None = None, timeout: float = 600):
+    """Runs `python launch.py *args` from the repository root; its output captured as text.
+
+    Args:
+      devices: host devices of the run (None: the session's 8). One device compiles and
+        steps a run fastest on 2 cores, where the test is not about the mesh.
+    Returns:
+      the subprocess.CompletedProcess.
+    """
+    env = dict(os.environ)
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return subprocess.run(
+        [sys.executable, "launch.py", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_two_processes(script: str, args_of) -> None:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 import pathlib
 
 import chex
@@ -122,6 +123,27 @@ def test_uncommitted_or_damaged_checkpoints_are_skipped(tmp_path):
     np.testing.assert_array_equal(restored["w"], state["w"])
     assert (tmp_path / "checkpoints" / "9.incomplete-0").is_dir()
     assert (tmp_path / "checkpoints" / "7.damaged-0").is_dir()
+
+
+def test_saving_a_replicated_state_dispatches_no_per_device_slices(tmp_path, caplog):
+    """One replica writes each array. Orbax's replica-parallel save (its default off GPU)
+    slices every replicated array per device, op by op, compiling each new slice: 5-18 s
+    per save of the train state on 8 devices and 2 cores."""
+    assert jax.device_count() == 8
+    state = {"w": np.ones((3, 5), np.float32), "b": np.arange(16, dtype=np.float32)}
+    state = jax.device_put(state, parallel.replicated(parallel.make_mesh()))
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=1)
+    with jax.log_compiles(), caplog.at_level(logging.WARNING):
+        ckpt.save(1, state)
+        ckpt.wait()
+    ckpt.close()
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert compiled == [], compiled
+    ckpt = checkpoint.Checkpointer(tmp_path, keep=1)
+    restored, step = ckpt.restore_latest(state)
+    ckpt.close()
+    assert step == 1
+    chex.assert_trees_all_equal(restored, state)
 
 
 def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
