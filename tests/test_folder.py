@@ -12,7 +12,7 @@ from PIL import Image
 
 from configs import base
 from ssljax import validation
-from ssljax.data import MULTI_CLASS, MULTI_LABEL, folder, imagefile, registry
+from ssljax.data import MULTI_CLASS, MULTI_LABEL, folder, imagefile, registry, sources
 from ssljax.errors import ConfigError, DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -77,6 +77,21 @@ def test_second_use_reuses_without_reading_images(breast_converted, monkeypatch,
     assert manifest2 == manifest and hashed == []
     np.testing.assert_array_equal(again.train.images, dataset.train.images)
     assert "780 images at 28 px (train 546, val 78, test 156" in capsys.readouterr().out
+
+
+def test_source_auto_checks_the_conversion_once(breast_converted, monkeypatch, capsys):
+    """`data.source=auto` sizes the converted file: the folder is listed and its conversion
+    checked once, not once to choose the source and again to load it."""
+    root, dataset, manifest = breast_converted
+    calls, original = [], folder.convert
+    monkeypatch.setattr(folder, "convert", lambda *a: calls.append(a) or original(*a))
+    config = folder_config(pathlib.Path(manifest["source"]), root)
+    config.data.source = "auto"
+    opened = sources.open_dataset(config.data, progress=False)
+    assert len(calls) == 1
+    assert (opened.name, opened.label_names) == (dataset.name, dataset.label_names)
+    np.testing.assert_array_equal(opened.train.images, dataset.train.images)
+    assert "780 images at 28 px" in capsys.readouterr().out
 
 
 def test_a_changed_folder_gets_a_new_conversion(tmp_path):

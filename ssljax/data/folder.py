@@ -73,11 +73,16 @@ def labels_file(data_config: ml_collections.ConfigDict) -> pathlib.Path | None:
 def load_folder(
     data_config: ml_collections.ConfigDict, progress: bool = True
 ) -> tuple[load.Dataset, dict]:
-    """The folder's dataset (converted first if needed) and its manifest.
+    """The folder's dataset (converted first if needed) and its manifest."""
+    path, manifest = convert(data_config, progress)
+    return converted_dataset(path, manifest), manifest
+
+
+def converted_dataset(path: pathlib.Path, manifest: dict) -> load.Dataset:
+    """The .npz `convert` wrote, in memory, under the folder's own name and class names.
 
     Prints one line: the images per split and how many files were skipped.
     """
-    path, manifest = convert(data_config, progress)
     dataset = load.load_npz(path, task=manifest["task"])
     names = tuple(manifest["label_names"])
     dataset = dataclasses.replace(
@@ -94,7 +99,7 @@ def load_folder(
         f"skipped{', reasons in ' + str(path.parent / MANIFEST) if skipped else ''}",
         flush=True,
     )
-    return dataset, manifest
+    return dataset
 
 
 def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tuple:

@@ -57,13 +57,17 @@ def open_dataset(data_config: ml_collections.ConfigDict, progress: bool = True) 
     With tfds, `dataset.train.images` is a `pipeline.RecordImages` (uint8 [N, H, W, C] read
     on demand) and the other splits are arrays; labels are always arrays (int32).
     """
+    manifest = None
+    if data_config.get("folder"):  # converted (or its conversion checked) once, here
+        data_config, manifest = folder_as_file(data_config, progress)
     if resolve_source(data_config) == "memory":
-        return load.load_dataset(data_config, progress=progress)
+        if manifest is None:
+            return load.load_dataset(data_config, progress=progress)
+        from ssljax.data import folder
+
+        return folder.converted_dataset(pathlib.Path(data_config.path), manifest)
     from ssljax.data import tfds_medmnist  # TFDS is imported only when used
 
-    manifest = None
-    if data_config.get("folder"):
-        data_config, manifest = folder_as_file(data_config, progress)
     builder = tfds_medmnist.prepare(data_config, progress=progress)
     c = builder.builder_config
     splits = {}
