@@ -6,8 +6,6 @@ import csv
 import json
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,8 +14,8 @@ import ssljax
 from configs import barlow, finetune
 from ssljax import batchnorm, embed, evaluate, pretrain
 from ssljax.data import folder, registry
+from tests.processes import launch
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 64
 TINY = {"model.width": 4, "train.batch_size": BATCH, "train.epochs": 1}
 TINY |= {"eval.batch_size": BATCH, "log.progress": False}
@@ -68,19 +66,13 @@ def test_finetune_from_a_folder_run(pretrained, breast_png_folder, tmp_path):
     assert len(list((root / "folders").glob("*/manifest.json"))) == 1  # converted once
 
 
-def _launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "launch.py", *args], cwd=REPO, capture_output=True, text=True, timeout=600
-    )
-
-
 def test_embed_writes_one_row_per_image_and_load_encoder_agrees(
     pretrained, breast_png_folder, tmp_path
 ):
     workdir, root = pretrained
     data_flags = [f"--config.data.folder={breast_png_folder}", f"--config.data.root={root}"]
     out = tmp_path / "embed"
-    result = _launch(
+    result = launch(
         "--mode=embed",
         "--config=configs/barlow.py",
         f"--config.init.workdir={workdir}",
@@ -125,7 +117,7 @@ def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder
     assert len(monitored) == 2 and not any("knn_acc" in r for r in records)
     assert (tmp_path / "bt" / "encoder").is_dir()
 
-    result = _launch(
+    result = launch(
         "--config=configs/linear.py",
         f"--workdir={tmp_path / 'lin'}",
         f"--config.init.workdir={tmp_path / 'bt'}",

@@ -10,21 +10,13 @@ import time
 import numpy as np
 import pytest
 
+from tests.processes import launch
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "launch.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_preview_writes_png(tmp_path):
-    result = _launch(
+    result = launch(
         "--config=configs/barlow.py:breastmnist", f"--workdir={tmp_path}", "--mode=preview"
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -33,7 +25,7 @@ def test_preview_writes_png(tmp_path):
 
 
 def test_impossible_value_fails_before_compiling(tmp_path):
-    result = _launch(
+    result = launch(
         "--config=configs/simclr.py:breastmnist",
         f"--workdir={tmp_path}",
         "--config.loss.temperature=-0.5",
@@ -44,7 +36,7 @@ def test_impossible_value_fails_before_compiling(tmp_path):
 
 
 def test_missing_dataset_offline_names_url_md5_and_folder(tmp_path):
-    result = _launch(
+    result = launch(
         "--config=configs/barlow.py:dermamnist",
         f"--workdir={tmp_path / 'run'}",
         f"--config.data.root={tmp_path / 'data'}",
@@ -68,7 +60,7 @@ BARLOW = "--config=configs/barlow.py:breastmnist"
 
 
 def test_empty_workdir_is_refused():
-    line = _one_line(_launch(BARLOW, "--workdir="))
+    line = _one_line(launch(BARLOW, "--workdir="))
     assert line == "error: --workdir is empty: name a folder for the run's outputs, e.g. " + (
         "--workdir=runs/my_run"
     )
@@ -93,7 +85,7 @@ def test_workdir_that_is_a_file_is_refused_after_expanding_tilde(tmp_path):
 
 
 def test_unwritable_workdir_is_refused(unwritable):
-    line = _one_line(_launch(BARLOW, f"--workdir={unwritable / 'run'}"))
+    line = _one_line(launch(BARLOW, f"--workdir={unwritable / 'run'}"))
     assert line.startswith(f"error: --workdir {unwritable / 'run'}: this user cannot create")
 
 
@@ -115,7 +107,7 @@ def test_bad_npz_is_one_line_and_leaves_no_workdir(tmp_path, content):
         _npz_with_objects(path)
         expected = f"error: {path}: train_labels, val_labels, test_labels hold pickled Python"
     line = _one_line(
-        _launch(
+        launch(
             BARLOW,
             f"--workdir={tmp_path / 'run'}",
             f"--config.data.path={path}",
@@ -133,7 +125,7 @@ def test_finished_workdir_with_another_config_is_refused(tmp_path):
     config.eval.knn_k = 5
     (tmp_path / "config.json").write_text(config.to_json_best_effort())
     (tmp_path / "results.json").write_text("{}")
-    line = _one_line(_launch("--config=configs/knn.py:breastmnist", f"--workdir={tmp_path}"))
+    line = _one_line(launch("--config=configs/knn.py:breastmnist", f"--workdir={tmp_path}"))
     assert line == (
         f"error: {tmp_path} holds a run with a different config (eval.knn_k differ). Use a "
         "new --workdir, or the original config to resume."
@@ -144,7 +136,7 @@ def test_finished_workdir_with_another_config_is_refused(tmp_path):
 def test_second_run_on_a_workdir_in_use_stops_at_once(tmp_path, start_holder):
     holder = start_holder(tmp_path)
     start = time.perf_counter()
-    line = _one_line(_launch(BARLOW, f"--workdir={tmp_path}"))
+    line = _one_line(launch(BARLOW, f"--workdir={tmp_path}"))
     assert line.startswith(f"error: {tmp_path} is in use by another ssljax run (PID {holder.pid}")
     assert time.perf_counter() - start < 60  # JAX's import; nothing is loaded or compiled
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]
@@ -212,7 +204,7 @@ def test_init_workdir_of_another_width_is_one_line(tmp_path):
     init = jax.jit(lambda key: encoder.init(key, jnp.zeros((1, 28, 28, 1)), train=False))
     checkpoint.save_encoder(tmp_path / "pretrained", init(jax.random.key(0)))
     line = _one_line(
-        _launch(
+        launch(
             "--config=configs/linear.py:breastmnist",
             f"--workdir={tmp_path / 'run'}",
             f"--config.init.workdir={tmp_path / 'pretrained'}",
@@ -239,10 +231,10 @@ def test_impossible_schedule_fails_before_config_json_and_the_fix_runs(tmp_path)
         "--config.train.epochs=1",
         "--config.log.progress=False",
     ]
-    line = _one_line(_launch(*command, "--config.train.decay_epochs=(50, 75)"))
+    line = _one_line(launch(*command, "--config.train.decay_epochs=(50, 75)"))
     assert line.startswith("error: train.decay_epochs must be ascending and within")
     assert "(50, 75)" in line
     assert not (tmp_path / "config.json").exists()
-    result = _launch(*command)
+    result = launch(*command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "config.json").is_file() and (tmp_path / "results.json").is_file()
