@@ -9,9 +9,10 @@ actions: log and kNN monitor. It writes `config.json`, `metrics.jsonl`, TensorBo
 finished run).
 
 Besides the loss and its terms, it logs whether training is healthy (`ssljax.diagnostics`):
-`weight_change/conv` and `weight_change/bn_scale` of the encoder since initialisation at every
-log step, and with the kNN monitor (from step 0, the random encoder) the spread and effective
-rank of the val embeddings (`embedding/std`, `embedding/rankme`, `features/rankme`).
+`weight_change/conv`, `weight_change/bn_scale` and `weight_angle/conv` of the encoder since
+initialisation at every log step, and with the kNN monitor (from step 0, the random encoder)
+the spread and effective rank of the val embeddings (`embedding/std`, `embedding/rankme`,
+`features/rankme`).
 """
 
 import contextlib
@@ -111,8 +112,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     """Pretrains an encoder as `config` says, in `workdir`.
 
     Returns the final metrics: the last log record, the last kNN monitor's, the final
-    `weight_change/*`, and `warning` when `diagnostics.barely_moved` says the conv kernels
-    barely moved (also printed).
+    `weight_change/*` and `weight_angle/conv`, and `warning` when `diagnostics.barely_moved`
+    says the conv kernels barely moved (also printed).
     """
     workdir = workdirs.check(workdir, what="workdir")
     methods.get(config.method)  # ConfigError naming the pretraining methods
@@ -237,7 +238,8 @@ def _representation_stats(features: jax.Array, z: jax.Array) -> dict[str, jax.Ar
 
 
 def _logger(writer, params0, batch_size, plan, start_step, summary) -> Callable[[loop.Chunk], None]:
-    """The log action: the last step's metrics, `weight_change/*`, images/s; into `summary`."""
+    """The log action: the last step's metrics, weight change and angle, images/s; into
+    `summary`."""
     last = {"time": time.perf_counter(), "step": start_step}
 
     def log(chunk: loop.Chunk) -> None:
@@ -258,7 +260,7 @@ def _logger(writer, params0, batch_size, plan, start_step, summary) -> Callable[
 
 
 def _final_check(writer, state, params0) -> dict[str, Any]:
-    """The final `weight_change/*`, and a `warning` when the conv kernels barely moved."""
+    """The final weight change and angle, and a `warning` when the conv kernels barely moved."""
     change = jax.device_get(_weight_change(state.params, params0))
     out: dict[str, Any] = {k: float(v) for k, v in change.items()}
     warning = diagnostics.barely_moved(out["weight_change/conv"])

@@ -58,13 +58,46 @@ def test_weight_change_matches_numpy_median_and_skips_zero_init_scales():
         [rel(_at(params, p)["scale"], _at(params0, p)["scale"]) for p in scales]
     )
 
+    def angle(a, b):
+        a, b = np.ravel(a).astype(np.float64), np.ravel(b).astype(np.float64)
+        return np.degrees(np.arccos(a @ b / np.linalg.norm(a) / np.linalg.norm(b)))
+
+    expected_angle = np.median(
+        [angle(_at(params, p)["kernel"], _at(params0, p)["kernel"]) for p in convs]
+    )
+
     out = jax.jit(diagnostics.weight_change)(params, params0)
-    assert set(out) == {"weight_change/conv", "weight_change/bn_scale"}
+    assert set(out) == {"weight_change/conv", "weight_change/bn_scale", "weight_angle/conv"}
     chex.assert_type(list(out.values()), jnp.float32)
     np.testing.assert_allclose(out["weight_change/conv"], expected_conv, rtol=1e-5)
     np.testing.assert_allclose(out["weight_change/bn_scale"], expected_bn, rtol=1e-5)
+    np.testing.assert_allclose(out["weight_angle/conv"], expected_angle, rtol=1e-5)
     unchanged = diagnostics.weight_change(params0, params0)
     chex.assert_trees_all_close(unchanged, {k: 0.0 for k in out}, atol=0)
+
+
+def test_weight_angle_ignores_scale_and_resolves_tiny_turns():
+    rng = np.random.default_rng(3)
+    w0 = rng.normal(size=(3, 3, 4, 8)).astype(np.float32)
+    other = rng.normal(size=w0.shape)
+    orthogonal = other - (other * w0).sum() / (w0 * w0).sum() * w0  # float64, then cast
+
+    def kernels(w):
+        return {"conv": {"kernel": np.asarray(w, np.float32)}}
+
+    def measured(w):
+        return diagnostics.weight_change(kernels(w), kernels(w0))
+
+    grown = measured(5.0 * w0)  # what LARS does to a kernel BatchNorm follows
+    np.testing.assert_allclose(grown["weight_change/conv"], 4.0, rtol=1e-6)
+    np.testing.assert_allclose(grown["weight_angle/conv"], 0.0, atol=1e-4)
+    np.testing.assert_allclose(measured(orthogonal)["weight_angle/conv"], 90.0, rtol=1e-5)
+    np.testing.assert_allclose(measured(-w0)["weight_angle/conv"], 180.0, rtol=1e-6)
+    # A turn of 0.01 degrees, the size of a barely moved kernel's: arccos of a float32
+    # cosine cannot see it (1 - cos = 1.5e-8, under float32's epsilon).
+    unit = orthogonal / np.linalg.norm(orthogonal) * np.linalg.norm(w0)
+    turned = np.cos(np.radians(0.01)) * w0 + np.sin(np.radians(0.01)) * unit
+    np.testing.assert_allclose(measured(turned)["weight_angle/conv"], 0.01, rtol=1e-3)
 
 
 def _at(tree: dict, path: tuple[str, ...]) -> dict:
@@ -135,6 +168,7 @@ def test_pretraining_logs_diagnostics_from_step_0(tmp_path):
     assert [r["step"] for r in train] == [4, 8]  # 546 // 64 = 8 steps
     for r in train:
         assert 0 < r["weight_change/conv"] < diagnostics.BARELY_MOVED_CONV, r
+        assert 0 < r["weight_angle/conv"] < 0.1, r  # degrees; measured 0.018 at step 4
         assert r["weight_change/bn_scale"] > 0 and {"on_diag", "off_diag"} <= r.keys()
     knn = [r for r in records if "knn_acc" in r]
     assert [(r["step"], r["epoch"]) for r in knn] == [(0, 0), (8, 1)]

@@ -101,6 +101,7 @@ def test_run_writes_outputs_and_learns(finished_run):
     assert summary["knn_acc"] == knn[-1]["knn_acc"]
     # The default recipe moves the kernels; the old one stays below (test_diagnostics.py).
     assert summary["weight_change/conv"] > diagnostics.BARELY_MOVED_CONV, summary
+    assert summary["weight_angle/conv"] > 5, summary  # degrees turned; measured 12.0-12.7
     assert "warning" not in summary
 
 
