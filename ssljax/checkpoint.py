@@ -140,6 +140,11 @@ class Checkpointer:
         steps = committed_steps(self.directory)
         return steps[-1] if steps else None
 
+    def restore(self, step: int, target: Any) -> Any:
+        """The committed checkpoint of `step`, into `target`'s structure and shardings."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+        return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
     def restore_latest(self, target: Any) -> tuple[Any, int] | None:
         """The newest checkpoint that restores, into `target`'s structure and shardings.
 
@@ -151,10 +156,9 @@ class Checkpointer:
         Returns:
           (state, step), or None when no checkpoint restores.
         """
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
         for step in reversed(committed_steps(self.directory)):
             try:
-                state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+                state = self.restore(step, target)
             except Exception as e:  # noqa: BLE001 - a damaged step must not stop resume
                 self._damaged(step, e)
                 # A failed restore can leave the manager's item handlers confused.

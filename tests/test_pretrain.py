@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from configs import barlow, simclr
+from experiments import kernel_angles
 from ssljax import (
     checkpoint,
     diagnostics,
@@ -103,6 +104,20 @@ def test_run_writes_outputs_and_learns(finished_run):
     assert summary["weight_change/conv"] > diagnostics.BARELY_MOVED_CONV, summary
     assert summary["weight_angle/conv"] > 5, summary  # degrees turned; measured 12.0-12.7
     assert "warning" not in summary
+
+
+def test_kernel_angles_recompute_the_runs_initialisation(finished_run):
+    """experiments/kernel_angles.py on a finished run: init -> final equals what the run
+    logged (the same initialisation, recomputed from the seed), and the exported encoder is
+    the last checkpoint's."""
+    _, workdir, summary = finished_run
+    rows = {(a, b): change for a, b, change in kernel_angles.angles(workdir)}
+    pairs = [("init", "step 8"), ("init", "step 16"), ("init", "final")]
+    assert list(rows) == pairs + [("step 8", "step 16"), ("step 16", "final")]
+    for key in ("weight_change/conv", "weight_angle/conv"):
+        assert rows[("init", "final")][key] == pytest.approx(summary[key], rel=1e-5), key
+        assert rows[("step 16", "final")][key] == 0.0, key
+    assert 0 < rows[("step 8", "step 16")]["weight_angle/conv"] < summary["weight_angle/conv"]
 
 
 # kill -9 and resume through launch.py: tests/test_faults.py (11 kills, bit-identical).
