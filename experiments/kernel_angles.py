@@ -6,9 +6,9 @@ checkpoint and to the exported encoder, and between consecutive ones.
 Prints one line per pair: `diagnostics.weight_change` (relative change, BatchNorm scales, and
 `weight_angle/conv`, the median angle in degrees). The initial encoder is recomputed from the
 run's config, a pure function of its seed, as pretraining does for its own `weight_change`;
-the run's last logged `weight_change/conv` is printed beside the recomputed one as the check
-that it is the same initialisation. Keys a run's config.json predates take today's defaults
-(they do not touch the encoder's initialisation).
+the run's last logged `weight_change/conv` is printed beside the recomputed one (7 digits) as
+the check that it is the same initialisation. Keys a run's config.json predates take
+today's defaults (they do not touch the encoder's initialisation).
 """
 
 import pathlib
@@ -69,8 +69,13 @@ def angles(workdir: pathlib.Path) -> list[tuple[str, str, dict[str, float]]]:
 def main(workdirs: list[str]) -> None:
     for workdir in map(pathlib.Path, workdirs):
         logged = [r for r in writers.read_metrics(workdir) if "weight_change/conv" in r]
-        print(f"{workdir}: last logged weight_change/conv {logged[-1]['weight_change/conv']:.4f}")
-        for a, b, change in angles(workdir):
+        rows = angles(workdir)
+        final = next(change for a, b, change in rows if (a, b) == ("init", "final"))
+        print(
+            f"{workdir}: init -> final weight_change/conv {final['weight_change/conv']:.7g} "
+            f"recomputed, {logged[-1]['weight_change/conv']:.7g} logged by the run"
+        )
+        for a, b, change in rows:
             values = ", ".join(f"{k} {v:.4g}" for k, v in change.items())
             print(f"  {a} -> {b}: {values}", flush=True)
 

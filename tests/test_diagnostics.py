@@ -98,6 +98,8 @@ def test_weight_angle_ignores_scale_and_resolves_tiny_turns():
     unit = orthogonal / np.linalg.norm(orthogonal) * np.linalg.norm(w0)
     turned = np.cos(np.radians(0.01)) * w0 + np.sin(np.radians(0.01)) * unit
     np.testing.assert_allclose(measured(turned)["weight_angle/conv"], 0.01, rtol=1e-3)
+    # A norm that overflows float32 is left out (NaN: no kernel left), not read as 0 degrees.
+    assert np.isnan(measured(np.float32(1e19) * w0)["weight_angle/conv"])
 
 
 def _at(tree: dict, path: tuple[str, ...]) -> dict:

@@ -106,11 +106,16 @@ def test_run_writes_outputs_and_learns(finished_run):
     assert "warning" not in summary
 
 
-def test_kernel_angles_recompute_the_runs_initialisation(finished_run):
+def test_kernel_angles_recompute_the_runs_initialisation(finished_run, capsys):
     """experiments/kernel_angles.py on a finished run: init -> final equals what the run
     logged (the same initialisation, recomputed from the seed), and the exported encoder is
     the last checkpoint's."""
     _, workdir, summary = finished_run
+    kernel_angles.main([str(workdir)])
+    first = capsys.readouterr().out.splitlines()[0]  # '...conv R recomputed, L logged by the run'
+    recomputed, logged = (float(first.split()[i]) for i in (-7, -5))
+    assert logged == pytest.approx(summary["weight_change/conv"], rel=1e-6), first
+    assert recomputed == pytest.approx(logged, rel=1e-5), first  # float32 on 8 devices
     rows = {(a, b): change for a, b, change in kernel_angles.angles(workdir)}
     pairs = [("init", "step 8"), ("init", "step 16"), ("init", "final")]
     assert list(rows) == pairs + [("step 8", "step 16"), ("step 16", "final")]
