@@ -18,7 +18,9 @@ import optax
 
 from ssljax.data import batches
 
-LARGE_BATCH_OPTIMIZERS = ("lars", "sgd")  # learning rate scaled linearly with the batch
+LARGE_BATCH_OPTIMIZERS = ("lars", "sgd")
+# Where LARS's trust ratio acts: on each gradient (the references) or on the momentum update.
+TRUST_ON = ("gradient", "update")  # learning rate scaled linearly with the batch
 ADAPTIVE_OPTIMIZERS = ("adam", "adamw")  # learning rate used as given
 
 
@@ -51,6 +53,12 @@ def scale_by_clipped_trust_ratio(
     rate of this step (solo-learn's `clip_lr`, `solo/utils/lars.py`): after the final `-lr_t`
     scaling a layer moves at `min(trust_coefficient * ||p|| / ||u||, lr_t) * u`, i.e. the trust
     ratio only ever slows a layer down. Unclipped, it is `optax.scale_by_trust_ratio`.
+
+    What the clip bounds depends on where `lars` places this (`trust_on`): on each gradient
+    before the momentum trace (the references) it bounds each step's *contribution to the
+    trace*, `||r u|| <= eta ||p|| / lr_t`, which later, larger rates of a warmup multiply, so
+    the step taken can exceed `eta ||p||` (7x in warmup steps 1-10, tests/test_optim.py); on
+    the trace itself it bounds the step taken, `||lr_t r m|| <= min(eta ||p||, lr_t ||m||)`.
     """
     schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
 
@@ -84,6 +92,7 @@ def lars(
     eps: float = 0.0,
     bias_lr_factor: float = 1.0,
     clip_lr: bool = False,
+    trust_on: str = "gradient",
 ) -> optax.GradientTransformation:
     """LARS as in the Barlow Twins reference (facebookresearch/barlowtwins, `main.py`), with
     solo-learn's optional learning-rate clipping.
@@ -113,17 +122,23 @@ def lars(
       eps: added to the gradient norm in the trust ratio's denominator.
       bias_lr_factor: learning-rate multiplier of biases and BatchNorm parameters.
       clip_lr: cap each layer's trust-scaled rate at the global rate (solo-learn).
+      trust_on: where the trust ratio (and its clip) acts. 'gradient' (the references):
+        on each step's gradient, before the momentum trace. 'update': on the momentum
+        trace itself, just before the step, so the clip bounds the step that is taken.
 
     Returns:
       An `optax.GradientTransformation` (needs `params` in `update`).
     """
+    if trust_on not in TRUST_ON:
+        raise ValueError(f"unknown train.trust_on {trust_on!r}; valid: {', '.join(TRUST_ON)}")
+    trust = optax.masked(
+        scale_by_clipped_trust_ratio(learning_rate, trust_coefficient, clip_lr, eps),
+        exclude_bias_and_norm,
+    )
+    trace = optax.trace(decay=momentum)
     steps = [
         optax.masked(optax.add_decayed_weights(weight_decay), exclude_bias_and_norm),
-        optax.masked(
-            scale_by_clipped_trust_ratio(learning_rate, trust_coefficient, clip_lr, eps),
-            exclude_bias_and_norm,
-        ),
-        optax.trace(decay=momentum),
+        *((trust, trace) if trust_on == "gradient" else (trace, trust)),
         optax.scale_by_learning_rate(learning_rate),
     ]
     if bias_lr_factor != 1.0:
@@ -301,6 +316,7 @@ def _lars(schedule: optax.Schedule, cfg: ml_collections.ConfigDict) -> optax.Gra
         trust_coefficient=cfg.trust_coefficient,
         bias_lr_factor=cfg.bias_lr_factor,
         clip_lr=cfg.clip_lr,
+        trust_on=cfg.trust_on,
     )
 
 

@@ -95,6 +95,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from e
     _in(config, "train.optimizer", tuple(optim.OPTIMIZERS))
+    _in(config, "train.trust_on", optim.TRUST_ON)
     _in(config, "train.schedule", tuple(optim.SCHEDULES))
     _require(tr.base_lr > 0, "train.base_lr", tr.base_lr, "must be > 0")
     _require(tr.weight_decay >= 0, "train.weight_decay", tr.weight_decay, "must be >= 0")

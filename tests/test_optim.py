@@ -322,3 +322,42 @@ def test_impossible_explicit_schedule_is_a_config_error():
     config.train.epochs, config.train.decay_epochs = 5, (50, 75)
     with pytest.raises(validation.ConfigError, match=r"train\.decay_epochs.*\(50, 75\)"):
         validation.validate(config)
+
+
+def _warmup_steps(trust_on: str, steps: int = 11):
+    """Relative step sizes ||dp|| / ||p|| and lr * ||m|| / ||p|| of a kernel over the first
+    `steps` steps of a linear warmup from 0 with momentum 0.9, under gradients 10x the
+    parameter's norm (Barlow Twins' ratio at initialisation)."""
+    rng = np.random.default_rng(0)
+    eta, warmup, peak = 0.02, 36, 0.15
+    schedule = lambda count: peak * jnp.asarray(count, jnp.float32) / warmup  # noqa: E731
+    tx = optim.lars(
+        schedule, weight_decay=1e-4, momentum=0.9, trust_coefficient=eta, clip_lr=True,
+        trust_on=trust_on,
+    )  # fmt: skip
+    p = {"kernel": jnp.asarray(rng.normal(size=(3, 3, 4, 8)), jnp.float32)}
+    state, rel = tx.init(p), []
+    for _ in range(steps):
+        g = jnp.asarray(rng.normal(size=(3, 3, 4, 8)), jnp.float32)
+        g = {"kernel": g * 10 * jnp.linalg.norm(p["kernel"]) / jnp.linalg.norm(g)}
+        updates, state = tx.update(g, state, p)
+        rel.append(float(jnp.linalg.norm(updates["kernel"]) / jnp.linalg.norm(p["kernel"])))
+        p = optax.apply_updates(p, updates)
+    return np.array(rel), eta
+
+
+def test_lars_clip_on_the_update_bounds_every_step_of_a_warmup_with_momentum():
+    """With trust_on='update' no step moves a kernel by more than eta x its norm, step 0
+    (rate 0) included; with the references' order the momentum buffer keeps gradients
+    scaled for earlier, smaller rates, and the steps of the warmup break that bound."""
+    rel, eta = _warmup_steps("update")
+    assert rel[0] == 0.0  # the rate is 0 at step 0: nothing moves
+    assert np.all(rel <= eta * (1 + 1e-5)), rel
+    assert rel[-1] > 0.5 * eta  # and the bound is reached, not just respected
+    rel_ref, _ = _warmup_steps("gradient")
+    assert rel_ref.max() > 2 * eta, rel_ref
+
+
+def test_unknown_trust_placement_is_rejected():
+    with pytest.raises(ValueError, match="train.trust_on"):
+        optim.lars(0.1, weight_decay=0.0, trust_on="weights")
