@@ -1,49 +1,28 @@
-"""Training-health diagnostics: did pretraining move the encoder, and did it collapse?
-
-An audit of a pretraining recipe found the convolution kernels barely moved (median 0.9%
-relative change) while the BatchNorm scales grew 6-14x: the loss went down through BatchNorm
-alone and the "pretrained" encoder was a random one. These functions make that visible in
-metrics.jsonl and TensorBoard:
+"""Training diagnostics: how the encoder moved, how the optimiser stepped, whether the
+embeddings spread. The verdict of whether a run learned is `ssljax.health`'s; these are the
+measurements it and a person read.
 
 - `weight_change`: median relative change of the conv kernels and of the BatchNorm scales
   since initialisation (`weight_change/conv`, `weight_change/bn_scale`), and the median angle
   of the conv kernels to their initial direction (`weight_angle/conv`, degrees). A kernel
   followed by BatchNorm computes the same function at any scale, and LARS with little weight
-  decay grows kernel norms: after test_fair's 54 steps of Barlow Twins (width 8,
-  PneumoniaMNIST) the relative change was 17 and the angle 87 degrees, and a pure turn of 87
-  degrees changes a kernel by 1.4x its norm, so the rest is norm growth. The angle says how
+  decay grows kernel norms, so the relative change mostly measures scale; the angle says how
   far the directions turned, which is what the function sees (`experiments/kernel_angles.py`
-  measures a finished run).
+  measures a finished run). Movement is not learning: the recipe that collapsed in issue 20
+  turned the kernels 81 degrees, the one that learned best 1 degree.
+- `step_stats`: per group of parameters, the relative step the optimiser took and the
+  relative gradient, every step (`update_ratio/<group>`, `grad_ratio/<group>`).
 - `rankme` and `embedding_stats`: effective rank and spread of embeddings; both fall towards
   their floor (1 and 0) when the embeddings collapse.
-- `barely_moved`: a warning when the final `weight_change/conv` is below
-  `BARELY_MOVED_CONV`.
-
-The threshold was set by measurement: Barlow Twins, ResNet-18 width 8 (small stem, no zero
-init of the residual BatchNorm), BreastMNIST 28 px (546 train images), batch 64, projector
-(256, 256), base LR 0.3 (peak 0.075), warmup 10% then cosine, 5 epochs (40 steps), seeds 0
-and 1; the final `weight_change/conv`:
-
-    LARS trust coefficient 0.02 with LR clipping, loss scale 0.1 (solo-learn):  1.72, 1.52
-    LARS trust coefficient 0.001, no clipping, loss scale 1.0 (the old recipe): 0.0029, 0.0028
-
-(0.02 with clipping at loss scale 1.0 gave 15.1.) The old recipe's value stops growing as the
-cosine decays (0.0007 after 1 epoch, 0.0029 after 5); the audit's full-length run reached
-0.009. `BARELY_MOVED_CONV = 0.05` is 5x above that, 17x above the 5-epoch old value and 30x
-below the new one, which is already 0.8 after one epoch: a short run of the new recipe does
-not trip it.
 
 All functions are pure and jit-able; they compute in float32.
 """
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-# Below this final median relative change of the conv kernels, the encoder barely trained.
-BARELY_MOVED_CONV = 0.05
 # RankMe's epsilon (Garrido et al., 2023) added to the normalised singular values.
 RANKME_EPS = 1e-7
 # Rows of an embedding matrix used for rank and spread: the SVD grows as N * D * min(N, D).
@@ -122,6 +101,46 @@ def weight_change(params: Any, params0: Any) -> dict[str, jax.Array]:
     }
 
 
+def _group(path: tuple, leaf: Any) -> str:
+    """'conv' (4-D kernels), 'dense' (2-D kernels: projector and heads) or 'norm' (1-D:
+    BatchNorm scales and biases, and dense biases), prefixed by the top-level module."""
+    top = getattr(path[0], "key", "params") if path else "params"
+    kind = {4: "conv", 2: "dense"}.get(jnp.ndim(leaf), "norm")
+    return f"{top}_{kind}"
+
+
+def step_stats(params: Any, grads: Any, updates: Any) -> dict[str, jax.Array]:
+    """How one optimiser step moved each group of parameters, as float32 [] scalars.
+
+    Groups are `<module>_<kind>`: module 'encoder' or 'projector', kind 'conv' (4-D),
+    'dense' (2-D) or 'norm' (1-D: BatchNorm and biases). Per group, medians over its
+    leaves with a non-zero norm:
+      `update_ratio/<group>`: ||update|| / ||p||, the relative step taken (LARS bounds it by
+        the trust coefficient when its clip acts on the update).
+      `grad_ratio/<group>`: ||grad|| / ||p||; the effective learning rate of the group is
+        update_ratio / grad_ratio, and LARS's unclipped trust ratio eta / grad_ratio.
+
+    Args:
+      params: the parameters before the step (a Flax params pytree).
+      grads, updates: the loss gradient and the optimiser's update, of the same structure.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    g_leaves, u_leaves = jax.tree.leaves(grads), jax.tree.leaves(updates)
+    groups: dict[str, tuple[list, list]] = {}
+    for (path, p), g, u in zip(flat, g_leaves, u_leaves, strict=True):
+        norm = jnp.linalg.norm(jnp.asarray(p, jnp.float32))
+        safe = jnp.where(norm > 0, norm, 1.0)
+        ratios = groups.setdefault(_group(path, p), ([], []))
+        for i, x in enumerate((u, g)):
+            ratio = jnp.linalg.norm(jnp.asarray(x, jnp.float32)) / safe
+            ratios[i].append(jnp.where(norm > 0, ratio, jnp.nan))
+    out = {}
+    for name, (upd, grd) in groups.items():
+        out[f"update_ratio/{name}"] = jnp.nanmedian(jnp.stack(upd))
+        out[f"grad_ratio/{name}"] = jnp.nanmedian(jnp.stack(grd))
+    return out
+
+
 def rankme(z: jax.Array) -> jax.Array:
     """Effective rank of embeddings (RankMe, Garrido et al., 2023), float32 [].
 
@@ -151,15 +170,3 @@ def embedding_stats(z: jax.Array) -> dict[str, jax.Array]:
         "embedding/std": jnp.mean(jnp.std(zn, axis=0)),
         "embedding/rankme": rankme(z),
     }
-
-
-def barely_moved(weight_change_conv: float) -> str | None:
-    """A one-line warning when the final `weight_change/conv` is below `BARELY_MOVED_CONV`,
-    else None (also for NaN: no conv kernels)."""
-    if math.isnan(weight_change_conv) or weight_change_conv >= BARELY_MOVED_CONV:
-        return None
-    return (
-        f"warning: pretraining barely moved the conv kernels (median relative change "
-        f"{weight_change_conv:.2%} < {BARELY_MOVED_CONV:.0%}): the encoder is close to its "
-        "random initialisation; check the optimiser (LARS trust coefficient, learning rate)."
-    )

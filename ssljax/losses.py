@@ -73,27 +73,47 @@ def barlow_twins_loss(
     Returns:
       loss: float32 [] (float64 for float64 inputs). With `has_aux`, `(loss, aux)` where aux
       holds float32 scalars: `on_diag` (the invariance term), `off_diag` (the redundancy
-      term, before `lambd`), `corr_diag_mean` (mean of diag c; 1 is perfect invariance) and
-      `embedding_std` (per-dimension std of the raw embeddings averaged over dimensions and
-      both views; a value near 0 warns of collapse).
+      term, before `lambd`), `corr_diag_mean` (mean of diag c; 1 is perfect invariance),
+      `corr_offdiag_sq_mean` (mean squared off-diagonal entry of c), `embedding_std`
+      (per-dimension std of the raw embeddings averaged over dimensions and both views; a
+      value near 0 warns of collapse), and `grad_norm/invariance` / `grad_norm/redundancy`:
+      the norm of each weighted term's gradient with respect to (z1, z2), which says which
+      term drives the projector.
     """
     z1, z2 = _check_pair(z1, z2)
-    batch, dim = z1.shape
-    c = _standardise(z1).T @ _standardise(z2) / batch
-    diag = jnp.diagonal(c)
-    on_diag = jnp.sum(jnp.square(1.0 - diag))
-    off_diag = jnp.sum(jnp.square(jnp.where(jnp.eye(dim, dtype=bool), 0.0, c)))
+    on_diag, off_diag, diag = _barlow_terms(z1, z2)
     loss = scale * (on_diag + lambd * off_diag)
     if not has_aux:
         return loss
+    dim = z1.shape[1]
     embedding_std = 0.5 * (jnp.mean(jnp.std(z1, axis=0)) + jnp.mean(jnp.std(z2, axis=0)))
+    zs = jax.lax.stop_gradient((z1, z2))
+    term_grad = lambda i, w: _tree_norm(jax.grad(lambda z: w * _barlow_terms(*z)[i])(zs))  # noqa: E731
     aux = {
         "on_diag": on_diag,
         "off_diag": off_diag,
         "embedding_std": embedding_std,
         "corr_diag_mean": jnp.mean(diag),
+        "corr_offdiag_sq_mean": off_diag / (dim * (dim - 1)),
+        "grad_norm/invariance": term_grad(0, scale),
+        "grad_norm/redundancy": term_grad(1, scale * lambd),
     }
     return loss, {k: v.astype(jnp.float32) for k, v in aux.items()}
+
+
+def _barlow_terms(z1: jax.Array, z2: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(invariance term [], redundancy term before lambd [], diag of c [D]) of two views."""
+    batch, dim = z1.shape
+    c = _standardise(z1).T @ _standardise(z2) / batch
+    diag = jnp.diagonal(c)
+    on_diag = jnp.sum(jnp.square(1.0 - diag))
+    off_diag = jnp.sum(jnp.square(jnp.where(jnp.eye(dim, dtype=bool), 0.0, c)))
+    return on_diag, off_diag, diag
+
+
+def _tree_norm(tree) -> jax.Array:
+    """The global L2 norm of a pytree of arrays."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
 def nt_xent_loss(

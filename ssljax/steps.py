@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ssljax import augment
+from ssljax import augment, diagnostics
 
 Metrics = dict[str, jax.Array]
 # (z1 float32 [B, D], z2 float32 [B, D]) -> (scalar loss, aux scalars)
@@ -69,8 +69,13 @@ def _apply_update(
     loss: jax.Array,
     grads: Any,
     batch_stats: Any,
+    updates: Any = None,
 ) -> TrainState:
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    """The state after one step; `updates` when the caller already has `tx.update`'s."""
+    if updates is None:
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    else:
+        updates, opt_state = updates
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
@@ -129,12 +134,14 @@ def make_pretrain_step(
             return loss, (aux, batch_stats)
 
         (loss, (aux, batch_stats)), grads = jax.value_and_grad(forward, has_aux=True)(state.params)
-        new_state = _apply_update(state, tx, loss, grads, batch_stats)
+        updates = tx.update(grads, state.opt_state, state.params)
+        new_state = _apply_update(state, tx, loss, grads, batch_stats, updates)
         metrics = {
             "loss": loss,
             "lr": schedule(state.step),
             "grad_norm": optax.tree.norm(grads),
             "param_norm": optax.tree.norm(new_state.params),
+            **diagnostics.step_stats(state.params, grads, updates[0]),
             **aux,
         }
         return new_state, metrics

@@ -52,7 +52,12 @@ def bt_reference(z1: np.ndarray, z2: np.ndarray, lambd: float) -> dict[str, floa
         "off_diag": off_diag,
         "embedding_std": sum(stds) / len(stds),
         "corr_diag_mean": diag_sum / dim,
+        "corr_offdiag_sq_mean": off_diag / (dim * (dim - 1)),
     }
+
+
+# Aux values that are gradients: checked by finite differences (test_term_gradient_norms).
+GRADIENT_AUX = {"grad_norm/invariance", "grad_norm/redundancy"}
 
 
 def nt_xent_reference(z1: np.ndarray, z2: np.ndarray, temperature: float) -> dict[str, float]:
@@ -102,12 +107,35 @@ def test_matches_loop_reference(name, shape):
     chex.assert_shape(loss, ())
     chex.assert_type(loss, jnp.float32)
     chex.assert_type(list(aux.values()), jnp.float32)
-    assert set(aux) == set(ref) - {"loss"}
+    assert set(aux) - GRADIENT_AUX == set(ref) - {"loss"}
     rel = abs(float(loss) - ref["loss"]) / abs(ref["loss"])
     assert rel < RTOL, f"relative error {rel:.2e}"
-    for key, value in aux.items():
+    for key, value in ((k, v) for k, v in aux.items() if k not in GRADIENT_AUX):
         np.testing.assert_allclose(value, ref[key], rtol=RTOL, atol=1e-6, err_msg=key)
     np.testing.assert_allclose(jax.jit(loss_fn)(z1, z2, param), loss, rtol=1e-6)
+
+
+def test_term_gradient_norms_equal_finite_differences():
+    """grad_norm/invariance and grad_norm/redundancy: the norm of each weighted term's
+    gradient with respect to (z1, z2), against central differences of the float64 terms."""
+    z1, z2 = views((7, 5), seed=3)
+    lambd, scale = 0.3, 0.1
+    _, aux = barlow_twins_loss(z1, z2, lambd, scale=scale, has_aux=True)
+
+    def terms(a, b):
+        bt = bt_reference(a, b, lambd)
+        return scale * bt["on_diag"], scale * lambd * bt["off_diag"]
+
+    z = np.concatenate([z1, z2]).astype(np.float64)
+    grads, h = np.zeros((2, *z.shape)), 1e-5
+    for idx in np.ndindex(z.shape):
+        up, down = z.copy(), z.copy()
+        up[idx] += h
+        down[idx] -= h
+        diff = np.subtract(terms(up[:7], up[7:]), terms(down[:7], down[7:])) / (2 * h)
+        grads[(slice(None), *idx)] = diff
+    for i, key in enumerate(("grad_norm/invariance", "grad_norm/redundancy")):
+        np.testing.assert_allclose(aux[key], np.linalg.norm(grads[i]), rtol=1e-4, err_msg=key)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
