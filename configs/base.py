@@ -113,10 +113,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.optimizer = "lars"  # lars | sgd | adam | adamw
     config.train.base_lr = 0.3  # LARS/SGD: lr = base_lr * batch_size / 256
     config.train.bias_lr_factor = 1.0  # LARS: lr multiplier of biases and BN (paper: 0.024)
-    # LARS eta and lr clipping: solo-learn's CIFAR recipes (eta 0.02, clip_lr True). At the
-    # Barlow Twins reference's 0.001 without clipping the convolutions barely move at 28 px.
+    # LARS eta and lr clipping: solo-learn's CIFAR recipes (eta 0.02, clip_lr True), which
+    # SimCLR keeps; Barlow Twins learns with 0.003 unclipped (configs/barlow.py says why).
     config.train.trust_coefficient = 0.02
     config.train.clip_lr = True
+    # LARS's trust ratio (and clip) on each gradient before momentum (the references) or on
+    # the momentum update, where the clip bounds every step taken (optim.lars).
+    config.train.trust_on = "gradient"  # gradient | update
     config.train.weight_decay = 1e-4
     config.train.momentum = 0.9
     config.train.schedule = "cosine"  # cosine (after warmup) | step | constant

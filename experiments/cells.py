@@ -16,7 +16,8 @@ from ssljax.errors import ConfigError
 
 SECTIONS = ("common", "pretrain", *evaluate.PROTOCOLS)
 GRID_FIELDS = ("name", "datasets", "methods", "label_fractions", "protocols", "seeds", *SECTIONS)
-# Optional grid fields: pretrain_seeds, finetune_lrs, ablation_protocols, by_dataset.
+# Optional grid fields: pretrain_seeds, finetune_lrs, ablation_protocols, by_dataset,
+# evaluate_failed (evaluate a pretraining run whose health verdict is failed; the sweep).
 
 
 @dataclasses.dataclass

@@ -25,7 +25,9 @@ Cells and their workdirs:
 
 A finished cell is skipped (after checking its config.json still matches the grid); an
 interrupted one resumes from its last checkpoint; a failed one is recorded, the evaluations
-that needed it are marked blocked, and the sweep goes on. ROOT/sweep.json records every
+that needed it are marked blocked, and the sweep goes on. A pretraining run whose health
+verdict (`ssljax.health`) is 'failed' is recorded as unhealthy and not evaluated either,
+unless the grid sets `evaluate_failed=True`. ROOT/sweep.json records every
 cell's status and wall time; the exit status is 1 when any cell failed or was blocked.
 
 Cells run in this process, one after another: runs share no compiled functions anyway
@@ -51,11 +53,22 @@ import ml_collections
 import tqdm
 
 from experiments.cells import Cell, expand  # noqa: F401 - the sweep's API
-from ssljax import errors, evaluate, interrupt, pretrain, validation, workdirs, writers
+from ssljax import (
+    errors,
+    evaluate,
+    health,
+    interrupt,
+    pretrain,
+    validation,
+    workdirs,
+    writers,
+)
 
 SWEEP_FILE = "sweep.json"
 # Statuses that make the sweep exit non-zero.
-BAD_STATUSES = ("failed", "blocked", "interrupted")
+# A pretraining run that finished with the health verdict 'failed' (ssljax.health).
+UNHEALTHY = "unhealthy"
+BAD_STATUSES = ("failed", "blocked", "interrupted", UNHEALTHY)
 
 
 def run_cell(cell: Cell) -> None:
@@ -117,6 +130,7 @@ def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> d
         ],
     }
     unusable: set[str] = set()
+    unhealthy: set[str] = set()
     bar = tqdm.tqdm(
         total=len(cells), desc=f"sweep {grid.name}", unit="run", disable=not progress, ncols=100
     )
@@ -130,12 +144,18 @@ def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> d
             _save(root, record, started)
             if cell.needs in unusable:
                 entry.update(status="blocked", error=f"its pretraining run {cell.needs} failed")
+                if cell.needs in unhealthy:
+                    entry["error"] += (
+                        " its health check; evaluate it anyway with --grid.evaluate_failed=True"
+                    )
             elif cell.finished():
                 _skip_or_fail(cell, entry)
+                _health_gate(grid, cell, entry)
             else:
                 try:
                     runner(cell)
                     entry["status"] = "done"
+                    _health_gate(grid, cell, entry)
                 except Exception as e:  # noqa: BLE001 - one bad cell must not stop the sweep
                     entry.update(
                         status="failed",
@@ -146,10 +166,12 @@ def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> d
                     # Compiled programs of finished runs are never called again.
                     jax.clear_caches()
             entry["wall_s"] = round(time.perf_counter() - start, 2)
-            if entry["status"] in ("failed", "blocked"):
+            if entry["status"] in ("failed", "blocked", UNHEALTHY):
                 unusable.add(cell.name)
-                if entry["status"] == "failed":
-                    bar.write(f"FAILED {cell.name}: {entry['error']}")
+                if entry["status"] == UNHEALTHY:
+                    unhealthy.add(cell.name)
+                if entry["status"] != "blocked":
+                    bar.write(f"{entry['status'].upper()} {cell.name}: {entry['error']}")
             bar.update(1)
     except KeyboardInterrupt:
         entry.update(status="interrupted", wall_s=round(time.perf_counter() - start, 2))
@@ -158,6 +180,16 @@ def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> d
         bar.close()
         _save(root, record, started)
     return record
+
+
+def _health_gate(grid: ml_collections.ConfigDict, cell: Cell, entry: dict[str, Any]) -> None:
+    """A finished pretraining cell whose health verdict is 'failed' becomes UNHEALTHY (its
+    evaluations are blocked) unless the grid sets `evaluate_failed`."""
+    if cell.kind != "pretrain" or entry["status"] not in ("done", "skipped"):
+        return
+    verdict = health.read_verdict(cell.workdir)
+    if verdict and verdict["verdict"] == "failed" and not grid.get("evaluate_failed", False):
+        entry.update(status=UNHEALTHY, error="; ".join(verdict["reasons"]))
 
 
 def _skip_or_fail(cell: Cell, entry: dict[str, Any]) -> None:

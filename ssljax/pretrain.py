@@ -31,6 +31,7 @@ from ssljax import (
     batchnorm,
     checkpoint,
     diagnostics,
+    health,
     inference,
     loop,
     methods,
@@ -112,8 +113,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[
     """Pretrains an encoder as `config` says, in `workdir`.
 
     Returns the final metrics: the last log record, the last kNN monitor's, the final
-    `weight_change/*` and `weight_angle/conv`, and `warning` when `diagnostics.barely_moved`
-    says the conv kernels barely moved (also printed).
+    `weight_change/*` and `weight_angle/conv`, and `health`: the verdict of
+    `ssljax.health` (also in `health.json`, and printed as the run's last line).
     """
     workdir = workdirs.check(workdir, what="workdir")
     methods.get(config.method)  # ConfigError naming the pretraining methods
@@ -184,7 +185,13 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         if start_step == 0 and every_epochs:
             monitor(loop.Chunk(0, 1, state, {}))
         state = pretraining.run(state, start_step, train_key)
-        summary.update(_final_check(writer, state, params0))
+        change = jax.device_get(_weight_change(state.params, params0))
+        summary.update({k: float(v) for k, v in change.items()})
+    verdict = health.verdict(
+        writers.read_metrics(workdir), config.method, health.objective_floor(config)
+    )
+    writers.write_json(workdir / health.HEALTH_FILE, verdict)
+    summary["health"] = verdict
     representations.write(
         workdir,
         data,
@@ -201,6 +208,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         "batch_stats": state.batch_stats["encoder"],
     }
     checkpoint.save_encoder(workdir, encoder_vars)
+    if jax.process_index() == 0:
+        print(health.line(verdict), flush=True)
     return summary
 
 
@@ -257,17 +266,6 @@ def _logger(writer, params0, batch_size, plan, start_step, summary) -> Callable[
         summary.update(record)
 
     return log
-
-
-def _final_check(writer, state, params0) -> dict[str, Any]:
-    """The final weight change and angle, and a `warning` when the conv kernels barely moved."""
-    change = jax.device_get(_weight_change(state.params, params0))
-    out: dict[str, Any] = {k: float(v) for k, v in change.items()}
-    warning = diagnostics.barely_moved(out["weight_change/conv"])
-    if warning:
-        writer.message(warning)
-        out["warning"] = warning
-    return out
 
 
 def _monitor(config, epoch, step, writer, outputs, data) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from ssljax import errors, methods, stats
+from ssljax import errors, health, methods, stats
 from ssljax.errors import DataError
 from ssljax.evaluate import PROTOCOLS
 from ssljax.methods import RANDOM
@@ -45,6 +45,7 @@ from ssljax.report_runs import (  # noqa: F401  (re-exported: callers use report
 from ssljax.report_tables import (  # noqa: F401  (re-exported: callers use report.X)
     INTRO,
     MEDMNIST_V2_RESNET18_28,
+    PRETRAINING_FAILED,
     REFERENCES,
     format_gain,
     markdown_tables,
@@ -186,7 +187,15 @@ def _test_metrics(row: dict, by_seed: dict, base: dict | None, confidence: float
             gain = paired(_by_seed(by_seed, field), _by_seed(base, field), confidence)
             gain["boot"] = row["bootstrap"] and row["bootstrap"][metric]["interval"]
             row[f"verdict_{metric}"] = stats.verdict(gain["ci"], gain["boot"])
+            if row["pretraining"] == "failed":  # numbers shown, never worded
+                row[f"verdict_{metric}"] = PRETRAINING_FAILED
         row[f"gain_{metric}"] = gain
+
+
+def _pretraining(runs: Sequence[dict[str, Any]]) -> str | None:
+    """The worst pretraining verdict of a row's runs (None: random init, or not found)."""
+    found = [r.get("pretrain_verdict") for r in runs if r.get("pretrain_verdict")]
+    return max(found, key=health.VERDICTS.index) if found else None
 
 
 def aggregate(
@@ -195,7 +204,9 @@ def aggregate(
     """Rows per (dataset, model, protocol, method, label fraction), after the lr selection
     (`select`): mean and sample std (ddof=1; None for one seed) of test ACC/AUC; the paired
     gain over random init (`paired`, with its t interval) and `bootstrap` interval; the
-    words they allow (`verdict_acc`, `verdict_auc`: stats.verdict; None for random init);
+    words they allow (`verdict_acc`, `verdict_auc`: stats.verdict; None for random init;
+    'pretraining failed' where a run's pretraining has that health verdict); `pretraining`,
+    the worst health verdict of the row's pretraining runs (`ssljax.health`);
     the label-budget val selection's test metrics and AUC gain (low_*; None where no run
     records it).
 
@@ -211,6 +222,7 @@ def aggregate(
         row: dict[str, Any] = dict(zip(KEY_FIELDS, key, strict=True), confidence=confidence)
         runs = [by_seed[s] for s in sorted(by_seed)]
         row.update(size=runs[0]["size"], seeds=sorted(by_seed), n_seeds=len(runs))
+        row["pretraining"] = _pretraining(runs)
         row["n_labelled"] = sorted({r["n_labelled"] for r in runs})
         row["lrs"] = sorted({r["base_lr"] for r in runs if r["base_lr"] is not None})
         row["lr_tried"] = sorted(lr for lr in tried[key] if lr is not None)

@@ -7,10 +7,11 @@ behind them in report.md, read from the workdirs alone:
   learning-rate selection kept, `finetune_curves.png` (val AUC vs epoch, mean over seeds with a
   min..max band) and the section "Fine-tuning budget: has val AUC plateaued?" (best epochs and
   the gain of the last third of training, `plateau_rows`).
-- "pretraining measurably trained": the section "Pretraining health" and `pretraining.csv`,
-  one line per pretraining run (`health_rows`): final loss and weight change, and kNN AUC and
-  RankMe at step 0 and at the end; a run whose conv kernels barely moved
-  (`ssljax.diagnostics.BARELY_MOVED_CONV`) is flagged.
+- "pretraining learned": the section "Pretraining health" and `pretraining.csv`, one line
+  per pretraining run (`health_rows`): its verdict (`ssljax.health`: healthy / warning /
+  failed, and why), the final loss, the mean diagonal of the cross-correlation (Barlow
+  Twins) or positive-pair accuracy (SimCLR), the conv kernels' angle to their
+  initialisation, and kNN AUC and RankMe at step 0 and at the end.
 
 Runs made before a value was logged show '–' for it; nothing here raises on a missing key.
 """
@@ -30,7 +31,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ssljax import plots, writers  # noqa: E402
-from ssljax.diagnostics import BARELY_MOVED_CONV  # noqa: E402
 from ssljax.errors import DataError  # noqa: E402
 from ssljax.report_plots import METHOD_STYLE  # noqa: E402
 from ssljax.report_tables import method_label  # noqa: E402
@@ -46,6 +46,9 @@ HEALTH_FIELDS = (
     ("param_norm_final", "param_norm", "end"),
     ("weight_change_conv", "weight_change/conv", "end"),
     ("weight_change_bn_scale", "weight_change/bn_scale", "end"),
+    ("weight_angle_conv", "weight_angle/conv", "end"),
+    ("corr_diag_mean_final", "corr_diag_mean", "end"),
+    ("contrastive_acc_final", "contrastive_acc", "end"),
     ("knn_auc_step0", "knn_auc", "step0"),
     ("knn_auc_final", "knn_auc", "end"),
     ("embedding_rankme_step0", "embedding/rankme", "step0"),
@@ -55,12 +58,8 @@ HEALTH_FIELDS = (
 )
 HEALTH_CSV_FIELDS = (
     "workdir", "dataset", "method", "seed", "steps",
-    *(f for f, _, _ in HEALTH_FIELDS), "barely_moved", "warnings",
+    *(f for f, _, _ in HEALTH_FIELDS), "verdict", "reasons",
 )  # fmt: skip
-# Warning signs beside "barely moved" (the study of 2026-11-30 met all three with one recipe).
-NORM_GROWTH = 2.0  # parameter norm grew more than this factor: relative steps then shrink
-RANK_DROP = 0.5  # encoder features' RankMe fell below this share of the random encoder's
-KNN_DROP = 0.01  # kNN val AUC ended this far below the random encoder's
 _DPI = 110
 
 
@@ -256,8 +255,8 @@ def finetune_curves(runs: Sequence[dict[str, Any]], path: str | pathlib.Path) ->
 
 
 def health_row(run: dict[str, Any]) -> dict[str, Any]:
-    """One pretraining run ({workdir, dataset, method, seed, records}) -> its HEALTH_CSV_FIELDS;
-    None for a value no record holds; barely_moved None when weight_change/conv is absent."""
+    """One pretraining run ({workdir, dataset, method, seed, records, health}) -> its
+    HEALTH_CSV_FIELDS; None for a value no record holds."""
     records = run["records"]
     steps = [s for s in (_number(r.get("step")) for r in records) if s is not None]
     row = {k: run[k] for k in ("workdir", "dataset", "method", "seed")}
@@ -266,25 +265,9 @@ def health_row(run: dict[str, Any]) -> dict[str, Any]:
         mine = [r for r in records if r.get("step") == 0] if when == "step0" else records
         values = [v for v in (_number(r.get(key)) for r in mine) if v is not None]
         row[field] = (values[-1] if when == "end" else values[0]) if values else None
-    conv = row["weight_change_conv"]
-    row["barely_moved"] = None if conv is None else conv < BARELY_MOVED_CONV
-    row["warnings"] = "; ".join(_warnings(row))
+    row["verdict"] = run["health"]["verdict"]
+    row["reasons"] = "; ".join(run["health"]["reasons"])
     return row
-
-
-def _warnings(row: dict[str, Any]) -> list[str]:
-    """Signs that a run that moved did not learn well: norm blow-up, rank and kNN falls."""
-    out = []
-    norm0, norm = row["param_norm_first"], row["param_norm_final"]
-    if norm0 and norm is not None and norm > NORM_GROWTH * norm0:
-        out.append(f"param norm x{norm / norm0:.1f}")
-    rank0, rank = row["features_rankme_step0"], row["features_rankme_final"]
-    if rank0 and rank is not None and rank < RANK_DROP * rank0:
-        out.append("feature rank fell")
-    knn0, knn = row["knn_auc_step0"], row["knn_auc_final"]
-    if knn0 is not None and knn is not None and knn < knn0 - KNN_DROP:
-        out.append("kNN below the random encoder")
-    return out
 
 
 def health_rows(pretrains: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -313,33 +296,30 @@ def health_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     out = [
         HEALTH_TITLE,
         "",
-        "Per pretraining run: the last logged loss and weight change (median relative change "
-        "since initialisation of the conv kernels and of the BatchNorm scales), and kNN val "
-        "AUC and RankMe (projector embeddings, encoder features) at step 0 → at the end. "
-        f"**barely moved**: final conv change below {BARELY_MOVED_CONV:g}, so the encoder is "
-        "close to its random initialisation and its results are not those of a trained "
-        "one. Warning signs of a run that moved without learning well: the parameter norm "
-        f"grew over {NORM_GROWTH:g}x (LARS steps are relative, so a growing norm freezes "
-        f"the kernels once the rate is clipped), the features' RankMe fell below "
-        f"{RANK_DROP:g}x the random encoder's, kNN val AUC ended below it. '–': not logged.",
+        "Per pretraining run: its health verdict (`ssljax.health`: the objective improved "
+        "and, for Barlow Twins, left the collapsed fixed point; embedding and feature "
+        "RankMe kept a share of step 0's; kNN val AUC beat the same encoder at step 0), "
+        "the last logged loss, the objective (Barlow Twins: mean diagonal of the "
+        "cross-correlation, 1 is perfect invariance; SimCLR: positive-pair accuracy), the "
+        "conv kernels' median angle to their initialisation (a diagnostic: movement is "
+        "not learning), and kNN val AUC and RankMe (projector embeddings, encoder "
+        "features) at step 0 → at the end. No gain is worded from a failed run. "
+        "'–': not logged.",
         "",
-        "| dataset | method | seed | steps | final loss | Δw conv | Δw BN scale "
-        "| kNN val AUC | RankMe embedding | RankMe features | flag |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---|---|",
+        "| dataset | method | seed | steps | verdict | final loss | objective | conv angle "
+        "| kNN val AUC | RankMe embedding | RankMe features | why |",
+        "|---|---|---:|---:|---|---:|---:|---:|---|---|---|---|",
     ]
-    flags = {True: "**barely moved**", False: "", None: "not logged"}
-
-    def flag(r):
-        return "; ".join(f for f in (flags[r["barely_moved"]], r["warnings"]) if f)
-
     for r in rows:
+        objective = r["corr_diag_mean_final"]
+        objective = r["contrastive_acc_final"] if objective is None else objective
         out.append(
             f"| {r['dataset']} | {method_label(r['method'])} | {r['seed']} "
-            f"| {_fmt(r['steps'], 'd')} | {_fmt(r['final_loss'], '.4g')} "
-            f"| {_fmt(r['weight_change_conv'], '.3g')} "
-            f"| {_fmt(r['weight_change_bn_scale'], '.3g')} | {_arrow(r, 'knn_auc', '.3f')} "
+            f"| {_fmt(r['steps'], 'd')} | **{r['verdict']}** | {_fmt(r['final_loss'], '.4g')} "
+            f"| {_fmt(objective, '.3f')} | {_fmt(r['weight_angle_conv'], '.1f')} "
+            f"| {_arrow(r, 'knn_auc', '.3f')} "
             f"| {_arrow(r, 'embedding_rankme', '.1f')} | {_arrow(r, 'features_rankme', '.1f')} "
-            f"| {flag(r)} |"
+            f"| {r['reasons'] if r['verdict'] != 'healthy' else ''} |"
         )
     return [*out, ""]
 

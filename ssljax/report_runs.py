@@ -11,7 +11,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from ssljax import methods, writers
+from ssljax import health, methods, writers
 from ssljax.data import registry
 from ssljax.errors import DataError
 
@@ -53,6 +53,7 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
         )
         return {
             "workdir": str(path.parent),
+            "init_workdir": init.get("workdir") or "",
             "dataset": registry.dataset_key(r["dataset"], r["size"]),
             "size": r["size"],
             "model": f"{r['model']['name']} w{r['model']['width']}",
@@ -81,13 +82,26 @@ def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
         seed = c["seed"]
     except (KeyError, TypeError) as e:
         raise DataError(f"{config_path} is not an ssljax config.json (field {e})") from e
+    records = writers.read_metrics(config_path.parent)
     return {
         "workdir": str(config_path.parent),
         "dataset": dataset,
         "method": c["method"],
         "seed": seed,
-        "records": writers.read_metrics(config_path.parent),
+        "records": records,
+        "health": pretraining_health(config_path.parent, c, records),
     }
+
+
+def pretraining_health(
+    workdir: pathlib.Path, config: dict[str, Any], records: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The run's health.json; for a run made before verdicts existed (or unfinished), the
+    verdict `ssljax.health` gives its metrics.jsonl now."""
+    verdict = health.read_verdict(workdir)
+    if verdict is None:
+        verdict = health.verdict(records, config["method"], health.objective_floor(config))
+    return verdict
 
 
 def collect(paths: Sequence[str | pathlib.Path]) -> tuple[list[dict], list[dict]]:
@@ -111,7 +125,19 @@ def collect(paths: Sequence[str | pathlib.Path]) -> tuple[list[dict], list[dict]
     evals = [r for r in map(_readable(_run_record), map(results.get, sorted(results))) if r]
     read = _readable(_pretraining_run)
     pretrains = [r for r in map(read, map(configs.get, sorted(configs))) if r]
+    link_health(evals, pretrains)
     return evals, pretrains
+
+
+def link_health(evals: Sequence[dict[str, Any]], pretrains: Sequence[dict[str, Any]]) -> None:
+    """Sets each evaluation's `pretrain_verdict`: the verdict of the pretraining run it
+    started from (None for random init, or a pretraining run not among `pretrains`)."""
+    verdicts = {pathlib.Path(p["workdir"]).resolve(): p["health"]["verdict"] for p in pretrains}
+    for r in evals:
+        source = pathlib.Path(r["init_workdir"]) if r["init_workdir"] else None
+        if source is not None and source.name == "encoder":
+            source = source.parent
+        r["pretrain_verdict"] = verdicts.get(source.resolve()) if source else None
 
 
 def _readable(read):

@@ -46,11 +46,15 @@ CSV_FIELDS = (
     "dataset", "size", "model", "protocol", "method", "label_fraction", "n_labelled",
     "n_seeds", "seeds", "lr", "lr_tried", "acc_mean", "acc_std", "auc_mean", "auc_std",
     *(f"gain_acc_{k}" for k in _GAIN_FIELDS), *(f"gain_auc_{k}" for k in _GAIN_FIELDS),
-    "verdict_acc", "verdict_auc", "confidence", "boot_n", "boot_redrawn", "boot_n_images",
+    "verdict_acc", "verdict_auc", "pretraining", "confidence", "boot_n", "boot_redrawn",
+    "boot_n_images",
     "low_n_val", "low_seeds", "low_acc_mean", "low_acc_std", "low_auc_mean", "low_auc_std",
     "gain_low_auc_mean", "gain_low_auc_n", "gain_low_auc_lo", "gain_low_auc_hi",
 )  # fmt: skip
-VERDICTS = ("gain", "loss", "inconclusive", "untested")
+# The word of a comparison whose pretraining run failed its health verdict (ssljax.health):
+# its numbers are shown, no gain or loss is worded from it.
+PRETRAINING_FAILED = "pretraining failed"
+VERDICTS = ("gain", "loss", "inconclusive", "untested", PRETRAINING_FAILED)
 
 
 def method_label(method: str) -> str:
@@ -94,15 +98,17 @@ def _n_range(values: Sequence[int]) -> str:
 
 def _main_table(mine: Sequence[dict[str, Any]]) -> list[str]:
     out = [
-        "| protocol | labels | n labelled | method | seeds | lr | test ACC | test AUC "
-        "| ΔACC vs random [95% t] | ΔAUC vs random [95% t] | ΔACC bootstrap 95% "
+        "| protocol | labels | n labelled | method | pretraining | seeds | lr | test ACC "
+        "| test AUC | ΔACC vs random [95% t] | ΔAUC vs random [95% t] | ΔACC bootstrap 95% "
         "| ΔAUC bootstrap 95% |",
-        "|---|---:|---:|---|---:|---|---|---|---|---|---|---|",
+        "|---|---:|---:|---|---|---:|---|---|---|---|---|---|---|",
     ]
     for r in mine:
+        pretraining = r.get("pretraining") or ("–" if r["method"] != "random" else "")
         out.append(
             f"| {r['protocol']} | {r['label_fraction']:g} | {_n_range(r['n_labelled'])} "
-            f"| {method_label(r['method'])} | {r['n_seeds']} | {_span(r['lrs'])} "
+            f"| {method_label(r['method'])} | {pretraining} | {r['n_seeds']} "
+            f"| {_span(r['lrs'])} "
             f"| {_mean_std(r['acc_mean'], r['acc_std'])} "
             f"| {_mean_std(r['auc_mean'], r['auc_std'])} | {format_gain(r['gain_acc'])} "
             f"| {format_gain(r['gain_auc'])} | {_boot(r['gain_acc'])} | {_boot(r['gain_auc'])} |"
@@ -192,7 +198,9 @@ def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"{'/'.join(map(str, seeds)) or 'no'} seeds per comparison, {level}% confidence. "
         f"'gain' (or 'loss') only where the t interval over seeds {both} above (below) 0; "
         "otherwise 'inconclusive'; 'untested' with fewer than 2 seeds or no "
-        "random-init twin.",
+        "random-init twin; 'pretraining failed' where the encoder's pretraining run failed "
+        "its health verdict (the pretraining health section says why): its numbers are "
+        "shown, no gain or loss is claimed from it.",
         "",
     ]
     for dataset, model in dict.fromkeys((r["dataset"], r["model"]) for r in compared):

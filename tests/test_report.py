@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -135,15 +136,15 @@ def test_markdown_and_csv(synthetic_report):
     auc = _t_interval([0.75, 0.80, 0.70], [0.60, 0.70, 0.65])
     acc = _t_interval([0.80, 0.78, 0.82], [0.70, 0.80, 0.75])
     expected_lines = [
-        "| finetune | 0.1 | 55 | random | 3 | – | 0.750 ± 0.050 | 0.650 ± 0.050 | n/a | n/a "
+        "| finetune | 0.1 | 55 | random |  | 3 | – | 0.750 ± 0.050 | 0.650 ± 0.050 | n/a | n/a "
         "| n/a | n/a |",
-        f"| finetune | 0.1 | 55 | barlow_twins | 3 | – | 0.800 ± 0.020 | 0.750 ± 0.050 "
+        f"| finetune | 0.1 | 55 | barlow_twins | – | 3 | – | 0.800 ± 0.020 | 0.750 ± 0.050 "
         f"| +0.050 {_iv(acc)} | +0.100 {_iv(auc)} | n/a | n/a |",
-        "| finetune | 1 | 546 | simclr | 2 | – | 0.875 ± 0.007 | 0.900 ± 0.014 "
+        "| finetune | 1 | 546 | simclr | – | 2 | – | 0.875 ± 0.007 | 0.900 ± 0.014 "
         "| +0.020 [+0.020, +0.020] | +0.010 [+0.010, +0.010] | n/a | n/a |",
-        "| knn | 0.1 | 55 | barlow_twins | 1 | – | 0.650 | 0.700 | +0.050 (n=1) | +0.150 (n=1) "
+        "| knn | 0.1 | 55 | barlow_twins | – | 1 | – | 0.650 | 0.700 | +0.050 (n=1) | +0.150 (n=1) "
         "| n/a | n/a |",
-        "| linear | 1 | 546 | barlow_twins | 2 | – | 0.780 ± 0.014 | 0.820 ± 0.014 | n/a | n/a "
+        "| linear | 1 | 546 | barlow_twins | – | 2 | – | 0.780 ± 0.014 | 0.820 ± 0.014 | n/a | n/a "
         "| n/a | n/a |",
         "| MedMNIST v2 [1] | ResNet-18 (28), random init, all labels | 0.863 | 0.901 |",
     ]
@@ -343,7 +344,7 @@ def test_intervals_and_words_from_per_image_scores(scored_report):
         chex.assert_trees_all_close(boot["auc"]["mean"], gain["mean"], rtol=1e-9)
         assert row["verdict_auc"] == word
         name = report_tables.method_label(method)
-        assert f"| {name} | 3 | 0.001 |" in text or f"| {name} | 3 | 0.001/0.003 |" in text
+        assert f"| {name} | – | 3 | 0.001 |" in text or f"| {name} | – | 3 | 0.001/0.003 |" in text
         cell = f"| {gain['mean']:+.3f} {_iv(auc)} |"
         assert cell in text and f"| {_iv(boot['auc']['interval'])} |" in text
         claim = f"AUC {word}: finetune 0.1 {name} ({gain['mean']:+.3f}, t {_iv(auc)}, bootstrap"
@@ -531,8 +532,12 @@ def test_quickstart_runs_in_ci_setting(tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "9 done" in out.stdout
-    assert "| finetune | 0.1 | 55 | random | 1 |" in out.stdout
-    assert "| knn | 1 | 546 | barlow_twins | 1 |" in out.stdout
+    assert "| finetune | 0.1 | 55 | random |  | 1 |" in out.stdout
+    # The tiny grid's one-epoch pretraining is evaluated whatever its verdict
+    # (evaluate_failed), and the table says which verdict it had.
+    assert re.search(
+        r"\| knn \| 1 \| 546 \| barlow_twins \| (healthy|warning|failed) \| 1 \|", out.stdout
+    )
     report_dir = root / "report"
     for name in (
         "label_efficiency",
@@ -545,3 +550,40 @@ def test_quickstart_runs_in_ci_setting(tmp_path):
     text = (report_dir / "report.md").read_text()
     assert "could not be drawn" not in text
     assert json.loads((root / "sweep.json").read_text())["counts"] == {"done": 9}
+
+
+def test_gains_from_a_failed_pretraining_are_shown_never_worded(tmp_path):
+    """Evaluations of a pretraining run whose health verdict is failed: their numbers and
+    intervals stay in the table, with the verdict beside them; no gain or loss is claimed."""
+    write_results(tmp_path)
+    verdicts = {"barlow_twins": "failed", "simclr": "healthy"}
+    for method, verdict in verdicts.items():
+        write_pretraining_run(tmp_path, method, 0)
+        reasons = ["collapsed: embedding RankMe 349.3 -> 3.4 (1% of step 0)"]
+        record = {
+            "verdict": verdict,
+            "reasons": reasons if verdict == "failed" else [],
+            "checks": [],
+        }
+        (tmp_path / "pretrain" / f"{method}-s0" / "health.json").write_text(json.dumps(record))
+    for results in tmp_path.glob("eval/*/*/*/results.json"):
+        record = json.loads(results.read_text())
+        if record["init"]["kind"] == "pretrained":
+            method = record["init"]["method"]
+            record["init"]["workdir"] = str(tmp_path / "pretrain" / f"{method}-s0" / "encoder")
+            results.write_text(json.dumps(record))
+    paths = report.make_report(tmp_path, tmp_path / "report", n_boot=10, model_plots=False)
+    rows = report.aggregate(report.collect([tmp_path])[0], n_boot=10)
+    by_key = {(r["protocol"], r["method"], r["label_fraction"]): r for r in rows}
+    bt, simclr = by_key[("finetune", "barlow_twins", 0.1)], by_key[("finetune", "simclr", 1.0)]
+    assert bt["pretraining"] == "failed" and simclr["pretraining"] == "healthy"
+    assert bt["verdict_auc"] == bt["verdict_acc"] == report.PRETRAINING_FAILED
+    assert bt["gain_auc"]["mean"] == pytest.approx(0.10)  # the number itself is kept
+    assert simclr["verdict_auc"] != report.PRETRAINING_FAILED
+    assert by_key[("finetune", "random", 0.1)]["pretraining"] is None
+    text = paths["markdown"].read_text()
+    assert "| finetune | 0.1 | 55 | barlow_twins | failed | 3 |" in text
+    assert "| finetune | 1 | 546 | simclr | healthy | 2 |" in text
+    summary = text.split("## Summary")[1].split("##")[0]
+    assert "AUC pretraining failed: finetune 0.1 BT (+0.100" in summary
+    assert not any(f"AUC {w}: finetune 0.1 BT" in summary for w in ("gain", "loss"))

@@ -257,3 +257,41 @@ def test_command_line_refuses_a_root_in_use_in_one_line(tmp_path, start_holder):
     [line] = out.stderr.splitlines()
     assert line.startswith(f"error: {tmp_path} is in use by another ssljax run (PID {holder.pid}")
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize("evaluate_failed", [False, True])
+def test_a_pretraining_run_that_failed_its_health_check_is_not_evaluated(tmp_path, evaluate_failed):
+    """A pretraining run whose health.json says failed: its evaluations are blocked with
+    the reason and the way to evaluate it anyway, unless the grid asks to."""
+    ran = []
+
+    def runner(cell: sweep.Cell) -> None:
+        ran.append(cell.name)
+        cell.workdir.mkdir(parents=True)
+        if cell.kind == "pretrain":
+            verdict = {"verdict": "failed", "reasons": ["collapsed: embedding RankMe 349 -> 3"]}
+            writers.write_json(cell.workdir / "health.json", {**verdict, "checks": []})
+            (cell.workdir / "encoder").mkdir()
+        else:
+            (cell.workdir / "results.json").write_text("{}")
+
+    grid = make_grid(methods=("barlow_twins", "random"), label_fractions=(1.0,), seeds=(0,))
+    if evaluate_failed:
+        grid.evaluate_failed = True
+    record = sweep.run_sweep(grid, tmp_path, progress=False, runner=runner)
+    pre, bt = "pretrain/barlow_twins-breastmnist-s0", "eval/breastmnist/knn/barlow_twins/f1.0-s0"
+    if evaluate_failed:
+        assert statuses(record)[bt] == "done" and bt in ran
+        return
+    assert statuses(record) == {
+        pre: "unhealthy",
+        bt: "blocked",
+        "eval/breastmnist/knn/random/f1.0-s0": "done",
+    }
+    assert bt not in ran
+    text = sweep.summary_text(record)
+    assert f"UNHEALTHY {pre}: collapsed: embedding RankMe 349 -> 3" in text
+    assert "--grid.evaluate_failed=True" in text
+    # Run again: the finished, unhealthy pretraining run is still not evaluated.
+    again = sweep.run_sweep(grid, tmp_path, progress=False, runner=runner)
+    assert statuses(again)[pre] == "unhealthy" and statuses(again)[bt] == "blocked"
