@@ -5,8 +5,8 @@
     python -m experiments.quickstart --grid=experiments/grids/quickstart.py:tiny  # CI smoke test
 
 A small ResNet-18 (width 8) is pretrained for 30 epochs (240 steps) on the 546 unlabelled
-BreastMNIST train images (28 px), then fine-tuned, linearly probed and kNN-classified with 10% and 100%
-of the labels, beside the identical network trained from random initialisation. The
+BreastMNIST train images (28 px), then fine-tuned, linearly probed and kNN-classified with
+10% and 100% of the labels, beside the identical network trained from random initialisation. The
 numbers say little at this scale (one seed, minutes of CPU); the study grids do the real
 comparison. `tiny` shrinks everything further for a smoke test.
 """
