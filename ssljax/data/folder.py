@@ -11,7 +11,8 @@ temporary folder and renamed into place under a lock file, so concurrent runs on
 folder wait for one conversion and never see half of one. The dataset then loads like a
 user's .npz (`load.load_npz`).
 
-Labels and splits: `folder_scan.py`; pixels: `imagefile.py` (DICOM: `dicom.py`).
+Every file is listed, hashed and opened through `userfiles.py` (regular files inside the
+folder only); labels and splits: `folder_scan.py`; pixels: `imagefile.py` (DICOM: `dicom.py`).
 """
 
 import collections
@@ -32,7 +33,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from ssljax.data import folder_scan, imagefile, load, registry
+from ssljax.data import folder_scan, imagefile, load, registry, userfiles
 from ssljax.data.npzstream import NpzWriter
 from ssljax.errors import ConfigError, DataError
 
@@ -40,7 +41,6 @@ FORMAT = 1  # of the conversion; part of the key, so a new format converts again
 FOLDERS_DIR = "folders"
 MANIFEST = "manifest.json"
 _CHUNK = 256  # images decoded (in threads) and appended per step
-_HASH_BLOCK = 1 << 20
 _NONE = registry.UNLABELLED
 
 
@@ -107,7 +107,7 @@ def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tu
     source = source_folder(data_config)
     csv_path = labels_file(data_config)
     name = _name(data_config, source)
-    files = folder_scan.list_files(source)
+    files, refused = userfiles.list_files(source)
     root = pathlib.Path(data_config.root).expanduser() / FOLDERS_DIR
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -118,14 +118,16 @@ def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tu
         ) from e
     hashes = _content_hashes(source, files, root, progress)
     options = _options(data_config, csv_path)
-    key_text = json.dumps([FORMAT, sorted(hashes.items()), options], sort_keys=True)
+    key_text = json.dumps([FORMAT, sorted(hashes.items()), refused, options], sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     out = root / f"{name}-{key}"
     npz = out / f"{name}_{data_config.size}.npz"
     if not (out / MANIFEST).is_file():
         with _locked(root / f".{name}-{key}.lock"):
             if not (out / MANIFEST).is_file():
-                _convert_into(out, source, files, csv_path, data_config, name, key, progress)
+                _convert_into(
+                    out, source, (files, refused), csv_path, data_config, name, key, progress
+                )
     return npz, json.loads((out / MANIFEST).read_text())
 
 
@@ -143,8 +145,9 @@ def _options(data_config: ml_collections.ConfigDict, csv_path: pathlib.Path | No
         "resize": d.resize,
         "channels": d.channels,
         "min_size": min_size(d),
+        "max_pixels": d.max_pixels,
         "labels": str(csv_path) if csv_path else "",
-        "labels_sha256": _sha256(csv_path) if csv_path else "",
+        "labels_sha256": userfiles.sha256(csv_path) if csv_path else "",
         "label_columns": list(d.label_columns),
         "split_fractions": list(d.split_fractions),
         "split_seed": d.split_seed,
@@ -157,14 +160,6 @@ def min_size(data_config: ml_collections.ConfigDict) -> int:
     return data_config.min_size or data_config.size // 4
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _content_hashes(source, files, root, progress) -> dict[str, str]:
     """file -> SHA-256 of its bytes, from the cache when its (size, mtime_ns) is unchanged."""
     cache_path = root / f".hashes-{hashlib.sha1(str(source).encode()).hexdigest()[:12]}.json"
@@ -172,20 +167,12 @@ def _content_hashes(source, files, root, progress) -> dict[str, str]:
         cache = json.loads(cache_path.read_text())
     except (OSError, ValueError):
         cache = {}
-    out, fresh = {}, {}
-    for f in tqdm.tqdm(
-        files, desc="hashing files", unit="file", disable=not progress, leave=False, delay=1
-    ):
-        stat = (source / f).stat()
-        entry = cache.get(f)
-        if entry and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
-            out[f] = entry[2]
-        else:
-            out[f] = _sha256(source / f)
-            fresh[f] = [stat.st_size, stat.st_mtime_ns, out[f]]
-    if fresh or len(cache) != len(files):
-        kept = {f: cache[f] for f in files if f in cache and f not in fresh}
-        _write_json(cache_path, {**kept, **fresh})
+    try:
+        out, kept = userfiles.content_hashes(source, files, cache, progress)
+    except userfiles.Refused as e:
+        raise DataError(f"data.folder={source}: a file changed while it was read ({e})") from e
+    if kept != cache:
+        _write_json(cache_path, kept)
     return out
 
 
@@ -238,15 +225,16 @@ def _convert_into(out, source, files, csv_path, data_config, name, key, progress
 def _convert(source, files, csv_path, data_config, writer: NpzWriter, progress) -> dict:
     """Reads every image into `writer`, a chunk at a time; returns the manifest."""
     d = data_config
+    files, refused = files
     layout = folder_scan.scan(source, files, csv_path, tuple(d.label_columns))
     task = _task(layout, d.task, source)
-    skipped = list(layout.skipped)
+    skipped = list(layout.skipped) + refused
     probes = {}
     for e in tqdm.tqdm(
         layout.examples, desc="reading headers", disable=not progress, leave=False, delay=1
     ):
         try:
-            probes[e.file] = imagefile.probe(source / e.file, min_size(d))
+            probes[e.file] = imagefile.probe(source / e.file, min_size(d), d.max_pixels, source)
         except imagefile.Unusable as err:
             skipped.append({"file": e.file, "reason": str(err)})
     kept = [e for e in layout.examples if e.file in probes]
@@ -266,7 +254,7 @@ def _convert(source, files, csv_path, data_config, writer: NpzWriter, progress) 
             todo = sorted((e for e in kept if e.split == split), key=lambda e: e.file)
 
             def read(e):
-                return _read(source / e.file, d.size, d.resize, channels)
+                return _read(source, e.file, d, channels)
 
             rows[split] = []
             for start in range(0, len(todo), _CHUNK):
@@ -309,10 +297,10 @@ def _append(writer, split, results, layout, width, notes, skipped) -> list[folde
     return written
 
 
-def _read(path: pathlib.Path, size: int, resize: str, channels: int):
+def _read(source: pathlib.Path, file: str, d: ml_collections.ConfigDict, channels: int):
     """(pixels, notes), or the reason the file is skipped."""
     try:
-        return imagefile.read(path, size, resize, channels)
+        return imagefile.read(source / file, d.size, d.resize, channels, d.max_pixels, source)
     except imagefile.Unusable as e:
         return str(e)
 
