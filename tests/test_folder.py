@@ -159,9 +159,7 @@ def test_csv_labels_single_and_multi_label(class_folder, tmp_path):
     assert "expected 0 or 1" in manifest["skipped"][0]["reason"]
 
 
-def test_conflicting_csv_rows_are_an_error_naming_the_file_and_both_labels(
-    class_folder, tmp_path
-):
+def test_conflicting_csv_rows_are_an_error_naming_the_file_and_both_labels(class_folder, tmp_path):
     files = sorted(p.relative_to(class_folder).as_posix() for p in class_folder.rglob("*.png"))
     lines = [f"{f},{f.split('/')[0]}" for f in files] + [f"{files[3]},tumour", f"{files[4]},cyst"]
     labels = tmp_path / "labels.csv"
