@@ -14,6 +14,7 @@ import ssljax
 from configs import barlow, finetune
 from ssljax import batchnorm, embed, evaluate, pretrain
 from ssljax.data import folder, registry
+from ssljax.errors import ConfigError, DataError
 from tests.processes import launch
 
 BATCH = 64
@@ -102,6 +103,27 @@ def test_embed_writes_one_row_per_image_and_load_encoder_agrees(
     np.testing.assert_allclose(encoder.apply(train), embeddings[:546], rtol=1e-4, atol=1e-5)
     plain = ssljax.load_encoder(workdir / "encoder").apply(train[:3, ..., 0])  # [N, H, W]
     assert plain.shape == (3, 32) and np.isfinite(plain).all()
+    # Images of another size or channel count are refused, naming both shapes.
+    for shape in ((2, 1, 1, 1), (2, 64, 64, 1), (2, 28, 28, 3), (2, 7, 7)):
+        with pytest.raises(DataError) as refused:
+            encoder.apply(np.zeros(shape, np.uint8))
+        assert str(refused.value) == (
+            f"images of dtype uint8 and shape {shape}: the encoder was pretrained on uint8 "
+            "[N, 28, 28, 1] (0..255); resize them to that"
+        )
+
+
+def test_embed_at_another_size_than_pretraining_is_refused(pretrained, breast_png_folder):
+    workdir, root = pretrained
+    config = pretrain_config(breast_png_folder, root, **{"init.workdir": str(workdir)})
+    config.data.size = 64
+    with pytest.raises(ConfigError) as refused:
+        embed.run(config, workdir / "embed_64")
+    assert str(refused.value) == (
+        f"--mode=embed: the encoder of {workdir} was pretrained at 28 px and data.size=64; "
+        "embed at the size it learned: --config.data.size=28"
+    )
+    assert not list((root / "folders").glob("*/*_64.npz"))  # refused before converting
 
 
 def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder, tmp_path, capsys):
