@@ -150,6 +150,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Train-split images BatchNorm statistics are re-estimated on before any scoring (both
     # arms, every protocol); 0 scores with the running averages as they are.
     config.eval.bn_images = 2048
+    # Test images a pretraining's end-of-run PCA figure embeds (a fixed sample, so the time
+    # after the last step does not grow with the dataset); 0: the whole test split.
+    config.eval.figure_images = 2048
 
     config.init = ml_collections.ConfigDict()
     config.init.workdir = ""  # pretraining run (or checkpoint path); empty: random init

@@ -196,6 +196,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         methods.views(config),
         mesh,
         f"{config.method}, {data.name}, seed {config.seed}",
+        config.eval.figure_images,
     )
     encoder_vars = {
         "params": state.params["encoder"],

@@ -118,5 +118,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _in(config, "eval.knn_metric", probes.KNN_METRICS)
     _require(config.eval.batch_size > 0, "eval.batch_size", config.eval.batch_size, "must be > 0")
     _require(config.eval.bn_images >= 0, "eval.bn_images", config.eval.bn_images, "must be >= 0")
+    e = config.eval
+    _require(e.figure_images >= 0, "eval.figure_images", e.figure_images, "must be >= 0 (0: all)")
     _in(config, "init.transfer", tuple(methods.TRANSFERS))
     methods.views(config)
