@@ -15,6 +15,7 @@ from configs import barlow, finetune
 from ssljax import batchnorm, embed, evaluate, pretrain
 from ssljax.data import folder, registry
 from ssljax.errors import ConfigError, DataError
+from ssljax.evaluate import setup
 from tests.processes import launch
 
 BATCH = 64
@@ -115,6 +116,10 @@ def test_embed_writes_one_row_per_image_and_load_encoder_agrees(
 
 def test_embed_at_another_size_than_pretraining_is_refused(pretrained, breast_png_folder):
     workdir, root = pretrained
+    config = configure(finetune, breast_png_folder, root, **{"init.workdir": str(workdir)})
+    config.model.width = 8  # the run used 4: the error names the run's dataset, the folder's
+    with pytest.raises(ConfigError, match=rf"model.width=4 on {breast_png_folder.name} \(28 px\)"):
+        setup.load_init(config, setup.build_encoder(config, 28), (28, 28, 1))
     config = pretrain_config(breast_png_folder, root, **{"init.workdir": str(workdir)})
     config.data.size = 64
     with pytest.raises(ConfigError) as refused:

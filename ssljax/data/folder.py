@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 
@@ -133,8 +132,7 @@ def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tu
 
 def _name(data_config: ml_collections.ConfigDict, source: pathlib.Path) -> str:
     """`data.name` unless it is still a registry name, else the folder's name; file-safe."""
-    name = data_config.name if data_config.name not in registry.DATASETS else source.name
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "folder"
+    return registry.own_name({**data_config, "folder": str(source)})
 
 
 def _options(data_config: ml_collections.ConfigDict, csv_path: pathlib.Path | None) -> dict:
