@@ -58,6 +58,8 @@ def test_two_builds_at_once_both_finish_with_equal_data(tmp_path):
     assert digests[0] == digests[1] and len(digests[0]) == 64
     assert not _leftovers(tmp_path / "tfds")
     assert list(tmp.iterdir()) == []  # TFDS's GCS lookup left an empty tmpXXXXtfds here
+    said = [line for out, _ in outs for line in out.splitlines()[:-1]]  # before the digest
+    assert len(said) == 1 and said[0].startswith("building medmnist/file_mine_"), said
 
 
 def test_a_killed_build_leaves_nothing_once_the_next_one_ran(tmp_path, capsys):

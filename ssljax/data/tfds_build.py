@@ -7,8 +7,10 @@ forever. `locked` serialises the builds of one dataset with an flock beside its 
 the folder conversion does), and `remove_killed_builds`, called under that lock, removes
 what killed builds left, with one warning line. `is_built` says whether a folder holds a
 whole build. TFDS's own log lines go where `errors.library_logs_to_workdir` sends them (the
-run's errors.log), and `MedMNIST` skips TFDS's lookup of metadata on GCS, which left an
-empty `tmpXXXXtfds` folder in the system temp directory on every build.
+run's errors.log); `LocalInfo` skips TFDS's lookup of metadata on GCS, which left an
+empty `tmpXXXXtfds` folder in the system temp directory on every build, and `QuietBuilder`
+says "building ..." in one line where TFDS printed "Downloading and preparing dataset
+Unknown size ..." and "... downloaded and prepared ..." for a build made from a local file.
 """
 
 import contextlib
@@ -17,7 +19,27 @@ import os
 import pathlib
 import shutil
 
+import tensorflow_datasets as tfds
+
 INCOMPLETE = "incomplete."  # tensorflow_datasets.core.constants.INCOMPLETE_PREFIX
+
+
+class LocalInfo(tfds.core.DatasetInfo):
+    """TFDS's DatasetInfo without its lookup of precomputed metadata on GCS (a MedMNIST
+    build is always made here)."""
+
+    def initialize_from_bucket(self) -> None:
+        pass
+
+
+class QuietBuilder:
+    """A mixin of TFDS builders: one line of ours for TFDS's two stdout prints of a build."""
+
+    def _log_download_bytes(self) -> None:
+        print(f"building {self.name}/{self.builder_config.name} in {self.data_dir}", flush=True)
+
+    def _log_download_done(self) -> None:
+        pass
 
 
 @contextlib.contextmanager

@@ -126,7 +126,7 @@ def _read_labels(path: pathlib.Path, split: str, task: str) -> np.ndarray:
     return load._check_labels(split, labels, n, task, lambda p: DataError(f"{path}: {p}."))
 
 
-class MedMNIST(tfds.core.GeneratorBasedBuilder):
+class MedMNIST(tfds_build.QuietBuilder, tfds.core.GeneratorBasedBuilder):
     """MedMNIST 2D (v2 and MedMNIST+ sizes) and MedMNIST-layout files, as array_record."""
 
     name = NAME
@@ -175,7 +175,7 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
             ),
             "label": label,
         }
-        return _LocalInfo(
+        return tfds_build.LocalInfo(
             builder=self,
             description="MedMNIST 2D biomedical images (Yang et al., Scientific Data 2023).",
             features=tfds.features.FeaturesDict(features),
@@ -290,14 +290,6 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
         if c.npz_path:
             return npzstream.member_info(c.npz_path, f"{split}_images")[0][0]
         return registry.get_info(c.dataset).n_samples[split]
-
-
-class _LocalInfo(tfds.core.DatasetInfo):
-    """TFDS's DatasetInfo without its lookup of precomputed metadata on GCS: a MedMNIST
-    build is made here, and the lookup left an empty `tmpXXXXtfds` in the temp folder."""
-
-    def initialize_from_bucket(self) -> None:
-        pass
 
 
 class _Counted:
