@@ -8,11 +8,13 @@ import pathlib
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from ssljax.data import imagefile
 from tests import crafted
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -117,3 +119,27 @@ def test_hostile_folder_is_converted_in_bounded_memory_and_time(hostile, tmp_pat
     converted = {r["file"] for rows in result["splits"].values() for r in rows}
     assert {"a/small.dcm", "b/linked.png"} <= converted and len(converted) == 42
     assert result["label_names"] == ["a", "b"]  # the class folder linked outside is not one
+
+
+def test_decodes_in_threads_share_one_budget():
+    """Decodes running at once hold at most the budget between them; one image larger than
+    the budget runs alone rather than never."""
+    budget = imagefile._Budget(100)
+    held, peaks, lock = [], [], threading.Lock()
+
+    def decode(cost: int) -> None:
+        with budget.hold(cost):
+            with lock:
+                held.append(cost)
+                peaks.append(list(held))
+            time.sleep(0.02)
+            with lock:
+                held.remove(cost)
+
+    threads = [threading.Thread(target=decode, args=(c,)) for c in (60, 60, 30, 150, 40, 60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(peaks) == 6 and all(sum(p) <= 100 or p == [150] for p in peaks), peaks
+    assert max(len(p) for p in peaks) >= 2  # not simply one at a time
