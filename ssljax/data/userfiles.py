@@ -60,7 +60,10 @@ def resolve(path: str | os.PathLike, root: str | os.PathLike) -> pathlib.Path:
         raise Refused(f"a symlink loop, or unreadable ({e.strerror or e})") from e
     if real != root and not real.is_relative_to(root):
         raise Refused("a symlink to outside the folder (not followed)")
-    mode = real.stat().st_mode
+    try:
+        mode = real.stat().st_mode
+    except OSError as e:
+        raise Refused(f"unreadable ({e.strerror or e})") from e
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         raise Refused(f"{_kind(mode)}, not a regular file")
     return real
