@@ -79,7 +79,10 @@ def probe(path: str | os.PathLike, min_size: int, max_pixels: int = MAX_PIXELS, 
             if dicom.is_dicom(path, f):
                 width, height, channels = dicom.probe(f, path)
             else:
-                with _open(f) as image:
+                with warnings.catch_warnings():  # max_pixels decides, not Pillow's warning
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    image = _open(f)  # (one thread: catch_warnings is not thread-safe)
+                with image:
                     frames = getattr(image, "n_frames", 1)
                     if frames > 1:
                         raise Unusable(f"has {frames} frames; only single 2D images are used")
@@ -178,9 +181,7 @@ _BUDGET = _Budget(DECODE_BUDGET)
 def _open(f) -> Image.Image:
     """The image Pillow finds in the open file `f` (its header read, no pixel decoded)."""
     try:
-        with warnings.catch_warnings():  # our own max_pixels decides, not Pillow's warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(f)
+        image = Image.open(f)
     except Image.DecompressionBombError as e:
         raise Unusable(f"too large: Pillow refuses it as a decompression bomb ({e})") from e
     except UnidentifiedImageError as e:
