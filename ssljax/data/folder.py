@@ -124,9 +124,8 @@ def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tu
     if not (out / MANIFEST).is_file():
         with _locked(root / f".{name}-{key}.lock"):
             if not (out / MANIFEST).is_file():
-                _convert_into(
-                    out, source, (files, refused), csv_path, data_config, name, key, progress
-                )
+                listed = folder_scan.Listing(files, refused)
+                _convert_into(out, source, listed, csv_path, data_config, name, key, progress)
     return npz, json.loads((out / MANIFEST).read_text())
 
 
@@ -198,14 +197,14 @@ def _locked(path: pathlib.Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _convert_into(out, source, files, csv_path, data_config, name, key, progress) -> None:
+def _convert_into(out, source, listed, csv_path, data_config, name, key, progress) -> None:
     """Converts into a temporary folder beside `out`, then renames it to `out`."""
     for stale in out.parent.glob(f".{out.name}.tmp*"):  # a conversion that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
         with NpzWriter(tmp / f"{name}_{data_config.size}.npz") as writer:
-            manifest = _convert(source, files, csv_path, data_config, writer, progress)
+            manifest = _convert(source, listed, csv_path, data_config, writer, progress)
         manifest.update(name=name, key=key, format=FORMAT)
         _write_json(tmp / MANIFEST, manifest)
         tmp.chmod(0o755)  # mkdtemp's 0o700 would hide a shared data root from other users
@@ -220,13 +219,12 @@ def _convert_into(out, source, files, csv_path, data_config, name, key, progress
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _convert(source, files, csv_path, data_config, writer: NpzWriter, progress) -> dict:
+def _convert(source, listed, csv_path, data_config, writer: NpzWriter, progress) -> dict:
     """Reads every image into `writer`, a chunk at a time; returns the manifest."""
     d = data_config
-    files, refused = files
-    layout = folder_scan.scan(source, files, csv_path, tuple(d.label_columns))
+    layout = folder_scan.scan(source, listed.files, csv_path, tuple(d.label_columns))
     task = _task(layout, d.task, source)
-    skipped = list(layout.skipped) + refused
+    skipped = list(layout.skipped) + listed.refused
     probes = {}
     for e in tqdm.tqdm(
         layout.examples, desc="reading headers", disable=not progress, leave=False, delay=1

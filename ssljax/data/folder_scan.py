@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import io
 import pathlib
+from typing import NamedTuple
 
 from ssljax.data import userfiles
 from ssljax.errors import DataError
@@ -46,6 +47,14 @@ class Example:
     file: str
     label: Label
     split: str | None
+
+
+class Listing(NamedTuple):
+    """A folder as `userfiles.list_files` lists it: files ('/'-separated, relative, sorted)
+    and the entries refused ({'file', 'reason'}: links outside, FIFOs, loops, ...)."""
+
+    files: list[str]
+    refused: list[dict[str, str]]
 
 
 @dataclasses.dataclass
