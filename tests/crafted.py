@@ -79,3 +79,25 @@ def deflated_dicom(path: pathlib.Path, rows: int, columns: int, pixel_bytes: int
     stream = deflated_zeros(body.getvalue() + pixel_header, pixel_bytes, -15)
     path.write_bytes(bytes(128) + b"DICM" + head.getvalue() + b"".join(stream))
     return path
+
+
+def dicom_with_blob(path: pathlib.Path, blob_bytes: int) -> pathlib.Path:
+    """An uncompressed 32 x 32 DICOM carrying a private element of `blob_bytes` zeros
+    before its pixel data (a file far larger than its image)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = "1.2.3.5"
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, "1.2.3.5"
+    ds.Rows = ds.Columns = 32
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.add_new(0x00091010, "OB", bytes(blob_bytes))
+    ds.PixelData = bytes(2 * 32 * 32)
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -55,6 +55,7 @@ def hostile(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, dict[str, str
     crafted.deflated_dicom(a / "huge.dcm", 12000, 12000, 2 * 12000 * 12000)
     crafted.deflated_dicom(a / "lying.dcm", 30, 40, 300_000_000)  # declares 30 x 40 px
     crafted.deflated_dicom(a / "small.dcm", 30, 40, 2 * 30 * 40)
+    crafted.dicom_with_blob(a / "blob.dcm", 20 << 20)  # 20 MiB before 2 KiB of pixels
     os.mkfifo(a / "pipe.png")
     _link(a / "zero.png", "/dev/zero")
     _link(a / "passwd.png", "/etc/passwd")
@@ -71,6 +72,7 @@ def hostile(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, dict[str, str
         "a/deep16.png": TOO_LARGE,
         "a/huge.dcm": TOO_LARGE,
         "a/lying.dcm": "deflated DICOM that inflates to more than",
+        "a/blob.dcm": "DICOM file of 2097",  # 20 MiB + its header, then why
         "a/pipe.png": "a named pipe (FIFO), not a regular file",
         "a/zero.png": OUTSIDE,
         "a/passwd.png": OUTSIDE,

@@ -71,7 +71,8 @@ def _header(f: BinaryIO, path):
         meta = filereader._read_file_meta_info(f)
         if meta.get("TransferSyntaxUID", "") != _DEFLATED:
             f.seek(0)
-            return pydicom.dcmread(f, stop_before_pixels=True, force=True)
+            # Values over 64 KiB (a private blob before the pixels) are left unread.
+            return pydicom.dcmread(f, stop_before_pixels=True, force=True, defer_size=1 << 16)
         inflated = _inflate(f, HEADER_BYTES, keep=True)
         ds = filereader.read_dataset(DicomBytesIO(inflated), False, True, stop_when=_at_pixels)
     except Unusable:
@@ -114,8 +115,10 @@ def _dataset(f: BinaryIO, path, limit: int):
     filereader.read_preamble(f, force=True)
     if filereader._read_file_meta_info(f).get("TransferSyntaxUID", "") == _DEFLATED:
         _inflate(f, limit, keep=False)
-    elif os.fstat(f.fileno()).st_size > limit:
-        raise Unusable(f"DICOM file larger than its header's image ({limit} bytes at most)")
+    elif (size := os.fstat(f.fileno()).st_size) > limit:
+        raise Unusable(
+            f"DICOM file of {size} bytes, more than its header's image needs ({limit} at most)"
+        )
     f.seek(0)
     try:
         return pydicom.dcmread(f, force=True)
