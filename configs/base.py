@@ -73,7 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.channels = 0  # 0: the folder's majority, grey (1) or RGB (3); 1 | 3 force it
     config.data.min_size = 0  # shorter sides below this many pixels are skipped; 0: size // 4
     # Images of more pixels are skipped, from their header, before decoding (every format,
-    # DICOM included): 4096 x 4096 by default, at most ~0.8 GB to decode one.
+    # DICOM included): 4096 x 4096 by default, at most ~0.5 GB to decode one.
     config.data.max_pixels = 1 << 24
     config.data.split_fractions = (0.7, 0.1, 0.2)  # train/val/test drawn when no split folders
     config.data.split_seed = 0  # the drawn split's own seed: config.seed never moves it

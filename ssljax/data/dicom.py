@@ -180,12 +180,16 @@ def window(values: np.ndarray, center: float, width: float, function: str) -> np
         y = 255.0 / (1.0 + np.exp(-4.0 * (values - c) / max(w, 1e-12)))
     elif function == "LINEAR_EXACT":
         y = np.clip(((values - c) / max(w, 1e-12) + 0.5) * 255.0, 0, 255)
-    else:  # LINEAR; the standard requires width >= 1
+    else:  # LINEAR; the standard requires width >= 1. In place: one float64 copy at a time.
         w = max(w, 1.0)
-        low, high = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2
-        y = ((values - (c - 0.5)) / max(w - 1, 1e-12) + 0.5) * 255.0
-        y = np.where(values <= low, 0.0, np.where(values > high, 255.0, y))
-    return np.rint(np.clip(y, 0, 255)).astype(np.uint8)
+        below, above = values <= c - 0.5 - (w - 1) / 2, values > c - 0.5 + (w - 1) / 2
+        y = values - (c - 0.5)
+        y /= max(w - 1, 1e-12)
+        y += 0.5
+        y *= 255.0
+        y[below], y[above] = 0.0, 255.0
+    np.clip(y, 0, 255, out=y)
+    return np.rint(y, out=y).astype(np.uint8)
 
 
 def _first(value) -> float:
@@ -201,7 +205,11 @@ def _function(ds) -> str:
 
 
 def _linear(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return np.rint(np.clip((values - lo) * (255.0 / max(hi - lo, 1e-12)), 0, 255)).astype(np.uint8)
+    """lo..hi onto 0..255 (clipped): uint8, the shape of `values`; one float64 copy."""
+    y = values - lo
+    y *= 255.0 / max(hi - lo, 1e-12)
+    np.clip(y, 0, 255, out=y)
+    return np.rint(y, out=y).astype(np.uint8)
 
 
 def _min_max(values: np.ndarray) -> np.ndarray:
