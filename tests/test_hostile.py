@@ -20,7 +20,7 @@ from tests import crafted
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "folder_rss_worker.py"
 # Above the worker's resident set after its imports (55 MiB): converting 42 small images,
-# hashing the crafted files (~1.5 MB), reading headers took 14 MiB (2026-12-06). Decoding
+# hashing the crafted files (~22 MB), reading headers took 14 MiB (2026-12-06). Decoding
 # any one of the bombs would take 2-13 GB (9-27 bytes per pixel, measured at 3000 px).
 PEAK_BOUND = 64 << 20
 TOO_LARGE = "too large: 12000x12000 px, above data.max_pixels=16777216"
