@@ -72,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.resize = "crop"  # crop | pad | stretch, to data.size x data.size
     config.data.channels = 0  # 0: the folder's majority, grey (1) or RGB (3); 1 | 3 force it
     config.data.min_size = 0  # shorter sides below this many pixels are skipped; 0: size // 4
+    # Images of more pixels are skipped, from their header, before decoding (every format,
+    # DICOM included): 4096 x 4096 by default, at most ~0.5 GB to decode one.
+    config.data.max_pixels = 1 << 24
     config.data.split_fractions = (0.7, 0.1, 0.2)  # train/val/test drawn when no split folders
     config.data.split_seed = 0  # the drawn split's own seed: config.seed never moves it
     # Where pretraining reads images (ssljax/data/sources.py): memory (the whole .npz) | tfds
@@ -150,6 +153,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Train-split images BatchNorm statistics are re-estimated on before any scoring (both
     # arms, every protocol); 0 scores with the running averages as they are.
     config.eval.bn_images = 2048
+    # Test images a pretraining's end-of-run PCA figure embeds (a fixed sample, so the time
+    # after the last step does not grow with the dataset); 0: the whole test split.
+    config.eval.figure_images = 2048
 
     config.init = ml_collections.ConfigDict()
     config.init.workdir = ""  # pretraining run (or checkpoint path); empty: random init

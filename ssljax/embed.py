@@ -43,7 +43,10 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
         )
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
+    if config.data.folder:  # before converting the folder at a size the encoder never saw
+        _check_size(config, config.data.size)
     data, files = _dataset(config.data)
+    _check_size(config, data.size)
     encoder = setup.build_encoder(config, data.size)
     init_vars, init_info = setup.load_init(config, encoder, data.train.images.shape[1:])
     features = frozen.features(config, data, encoder, init_vars, init_info, mesh)
@@ -66,6 +69,20 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
             f"to {workdir / EMBEDDINGS_FILE}, rows named in {CSV_FILE}, map in {MAP_FILE}"
         )
     return out
+
+
+def _check_size(config: ml_collections.ConfigDict, size: int) -> None:
+    """ConfigError when `config.init.workdir`'s run pretrained at another size than `size`
+    (its features at another size would come without a word)."""
+    run_config = setup._init_run_config(pathlib.Path(config.init.workdir).expanduser())
+    if not run_config.is_file():
+        return  # an encoder export without its run: the size is not known
+    theirs = writers.read_config(run_config.parent)["data"]["size"]
+    if theirs != size:
+        raise ConfigError(
+            f"--mode=embed: the encoder of {config.init.workdir} was pretrained at {theirs} px "
+            f"and data.size={size}; embed at the size it learned: --config.data.size={theirs}"
+        )
 
 
 def _dataset(data_config: ml_collections.ConfigDict) -> tuple[Dataset, dict | None]:

@@ -31,10 +31,13 @@ class Encoder(NamedTuple):
 
     Attributes:
       variables: {'params': ..., 'batch_stats': ...} of the Flax ResNet `model`.
-      apply: images uint8 [N, H, W, C] (or [N, H, W] for grey) -> features float32 [N, F].
+      apply: images uint8 [N, H, W, C] (or [N, H, W] for grey) -> features float32 [N, F];
+        H, W and C must be the pretraining's (a DataError names both shapes otherwise).
       model: the Flax module (`model.apply(variables, x, train=False)` on images in [0, 1]
         normalised by `ssljax.augment.normalize`).
-      image_shape: (H, W, C) of the images it was pretrained on (H = W = 28 when unknown).
+      image_shape: (H, W, C) of the images it was pretrained on (H = W = 28, or 224 for the
+        ImageNet stem, when the export stands alone without its run's config.json; then H
+        and W are not checked).
     """
 
     variables: dict[str, Any]
@@ -61,19 +64,20 @@ def load_encoder(
     variables = checkpoint.load_encoder(source)
     run_config = _run_config(source)
     model, image_shape = _model(variables, run_config, source)
+    expected = image_shape if run_config else (None, None, image_shape[-1])
     mesh = parallel.make_mesh()
     devices = mesh.devices.size
     batch_size = math.ceil(batch_size / devices) * devices
     params, stats = variables["params"], variables["batch_stats"]
     if bn_images is not None:
-        images = _checked(bn_images, image_shape[-1])
+        images = _checked(bn_images, expected)
         stats = batchnorm.reestimate(
             batchnorm.make_moments_fn(model), params, stats, images, batch_size, mesh
         )
     apply_fn = jax.jit(steps.make_apply_fn(model))
 
     def apply(images: np.ndarray) -> np.ndarray:
-        images = _checked(images, image_shape[-1])
+        images = _checked(images, expected)
         out = inference.batched_apply(apply_fn, params, stats, images, batch_size, mesh)
         return np.asarray(out, np.float32)
 
@@ -107,14 +111,20 @@ def _model(variables, run_config, source) -> tuple[models.ResNet, tuple[int, int
     raise ConfigError(f"the encoder in {source} matches none of {list(models.ENCODERS)}")
 
 
-def _checked(images: np.ndarray, channels: int) -> np.ndarray:
-    """uint8 [N, H, W, C] with the encoder's C, or a DataError saying what was given."""
-    images = np.asarray(images)
-    if images.ndim == 3 and channels == 1:
+def _checked(images: np.ndarray, expected: tuple) -> np.ndarray:
+    """uint8 [N, H, W, C] of the `expected` (H, W, C) (None: any), or a DataError naming
+    both shapes: an encoder applied at another size returns features, but not the ones it
+    learned to give."""
+    images = given = np.asarray(images)
+    if images.ndim == 3 and expected[-1] == 1:
         images = images[..., None]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != channels:
+    fits = images.ndim == 4 and all(
+        want is None or got == want for got, want in zip(images.shape[1:], expected, strict=True)
+    )
+    if images.dtype != np.uint8 or not fits:
+        h, w, c = ("H" if d is None else d for d in expected)
         raise DataError(
-            f"images of dtype {images.dtype} and shape {images.shape}: the encoder takes uint8 "
-            f"[N, H, W, {channels}] (0..255)"
+            f"images of dtype {given.dtype} and shape {given.shape}: the encoder was "
+            f"pretrained on uint8 [N, {h}, {w}, {c}] (0..255); resize them to that"
         )
     return images

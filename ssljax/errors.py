@@ -22,8 +22,9 @@ ERRORS_LOG = "errors.log"
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 # Libraries whose log records (tracebacks from Orbax's background threads, TensorStore specs
-# of 60 lines) go to errors.log rather than the terminal while a run holds its workdir.
-QUIET_LIBRARIES = ("orbax", "tensorstore")
+# of 60 lines, TFDS's "Using custom data configuration: MedMNISTConfig(...)") go to
+# errors.log rather than the terminal while a run holds its workdir.
+QUIET_LIBRARIES = ("orbax", "tensorstore", "tensorflow_datasets")
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 # How TensorStore (under Orbax) reports ENOSPC: a ValueError, not an OSError.
 _DISK_FULL_TEXT = ("No space left on device", "os_error_code='28'")

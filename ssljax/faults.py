@@ -6,6 +6,7 @@ reaches `point`, so a test can kill a run at a moment a random delay rarely hits
     checkpoint_write  a checkpoint's asynchronous write has started (checkpoint.Checkpointer)
     metrics_write     half of a metrics.jsonl line is on disk (writers.MetricWriter)
     encoder_export    the final encoder's write has started (checkpoint.save_encoder)
+    tfds_shard_written  a TFDS build has written a shard (tfds_medmnist, its temporary folder)
 
 Unset, `point` is one string comparison. Nothing else in the code reads the variable.
 """

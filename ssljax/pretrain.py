@@ -43,7 +43,7 @@ from ssljax import (
     workdirs,
     writers,
 )
-from ssljax.data import pipeline, registry, sources
+from ssljax.data import batches, pipeline, registry, sources
 from ssljax.errors import NonFiniteLossError
 
 __all__ = ["NonFiniteLossError", "build", "build_model", "run"]
@@ -129,6 +129,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     writers.check_config_matches(workdir, config)
     data = sources.open_dataset(config.data)
     images = data.splits["train"].images
+    given, config = config, batches.fit_to_split(config, len(images), mesh.devices.size)
     plan = optim.step_plan(config.train, len(images))
     fns = build(config, images.shape[1:], plan, mesh)
     init_key, train_key = steps.derive_keys(config.seed)
@@ -137,7 +138,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     params0 = fns.init(init_key).params["encoder"]
     ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
     state, start_step = loop.restore(ckpt, fns.init(init_key))
-    writers.write_config(workdir, config)
+    writers.write_config(workdir, given)
     d = config.data
     host_batches = pipeline.TrainBatches(
         images,
@@ -202,6 +203,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         methods.views(config),
         mesh,
         f"{config.method}, {data.name}, seed {config.seed}",
+        config.eval.figure_images,
     )
     encoder_vars = {
         "params": state.params["encoder"],

@@ -96,6 +96,7 @@ def preview_config(config, path: str | pathlib.Path, n: int = 8) -> pathlib.Path
     from ssljax.data import load_dataset
 
     data = load_dataset(config.data)
+    config = batches.fit_to_split(config, len(data.train.images), jax.device_count())
     p1, p2 = methods.views(config)
     images, key = step0_batch(config, data.train.images)
     title = f"{data.name} {data.size}px, {config.method}, step 0: original / view 1 / view 2"

@@ -78,7 +78,7 @@ def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
     if not isinstance(c, dict) or c.get("method") not in methods.METHODS:
         return None
     try:
-        dataset = registry.dataset_key(c["data"]["name"], c["data"]["size"])
+        dataset = registry.dataset_key(registry.own_name(c["data"]), c["data"]["size"])
         seed = c["seed"]
     except (KeyError, TypeError) as e:
         raise DataError(f"{config_path} is not an ssljax config.json (field {e})") from e

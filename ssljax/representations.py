@@ -4,8 +4,12 @@
                                 outputs, at the seed's fresh initialisation and after
                                 pretraining (`correlation_summary` of each: the first
                                 CORR_BLOCK dims and means over all of them)
-    embeddings.npz/.png         PCA (2D) of the frozen test features, fresh and after, with
-                                each image's class
+    embeddings.npz/.png         PCA (2D) of the frozen features of a sample of the test
+                                split (`config.eval.figure_images`, a fixed draw), fresh and
+                                after, with each image's class
+
+Both use capped samples, so the time a run spends after its last step does not grow with the
+dataset (a 400k-image test split, embedded whole twice, took more than 11 minutes).
 
 The report (`ssljax.report_plots`) draws its cross-run figures from these files: it reads
 workdirs and never rebuilds a model.
@@ -113,6 +117,7 @@ def write(
     views,
     mesh,
     title: str,
+    max_images: int = 2048,
 ) -> None:
     """Writes both .npz files and their PNGs for `states` = (fresh, final); every process
     computes, process 0 writes.
@@ -122,15 +127,32 @@ def write(
       outputs: state -> (images uint8 [N, ...] -> (features float32 [N, F], embeddings)),
         the monitor's apply (BatchNorm statistics re-estimated on train images).
       key, views: the augmentation of the cross-correlation batch (step 0's key).
+      max_images: test images embedded for the PCA (`config.eval.figure_images`); 0: all.
     """
     val, test = data.splits["val"], data.splits["test"]
     count = max(64, min(MAX_IMAGES, MAX_PIXELS // data.size**2))  # 512 at 64 px, 64 at 224
     images = val.images[:count]
     corr = two_view_correlation(model, states, images, key, views, mesh)
-    xy = [pca_2d(outputs(s)(test.images)[0]) for s in states]
-    cls, label_names = classes(data.task, test.labels, data.label_names)
+    rows = sample(len(test), max_images)
+    if jax.process_index() == 0:
+        print(
+            f"end of run: PCA of {len(rows)} of {len(test)} test images, fresh and after "
+            f"(eval.figure_images={max_images}), cross-correlation of {len(images)} val images",
+            flush=True,
+        )
+    test_images = np.asarray(test.images[rows]) if len(rows) < len(test) else test.images
+    xy = [pca_2d(outputs(s)(test_images)[0]) for s in states]
+    cls, label_names = classes(data.task, np.asarray(test.labels)[rows], data.label_names)
     if jax.process_index() == 0:
         save(workdir, corr, xy, cls, label_names, f"{title}, {len(images)} val images")
+
+
+def sample(n: int, cap: int) -> np.ndarray:
+    """Rows of a split of `n` drawn for the figures: int64 [min(n, cap)], sorted, the same
+    draw on every process and run (seed 0); all n when `cap` is 0 or >= n."""
+    if cap <= 0 or n <= cap:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(0).choice(n, cap, replace=False)).astype(np.int64)
 
 
 def save(

@@ -37,6 +37,7 @@ def _folder(d: ml_collections.ConfigDict) -> None:
     _require(d.resize in imagefile.RESIZES, "data.resize", d.resize, f"one of {imagefile.RESIZES}")
     _require(d.channels in (0, 1, 3), "data.channels", d.channels, "must be 0 (auto), 1 or 3")
     _require(d.min_size >= 0, "data.min_size", d.min_size, "must be >= 0")
+    _require(d.max_pixels >= d.size**2, "data.max_pixels", d.max_pixels, "must be >= data.size**2")
     _require(d.task in ("", *registry.TASKS), "data.task", d.task, "'' (inferred) or a task")
     f = tuple(d.split_fractions)
     _require(
@@ -118,5 +119,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _in(config, "eval.knn_metric", probes.KNN_METRICS)
     _require(config.eval.batch_size > 0, "eval.batch_size", config.eval.batch_size, "must be > 0")
     _require(config.eval.bn_images >= 0, "eval.bn_images", config.eval.bn_images, "must be >= 0")
+    e = config.eval
+    _require(e.figure_images >= 0, "eval.figure_images", e.figure_images, "must be >= 0 (0: all)")
     _in(config, "init.transfer", tuple(methods.TRANSFERS))
     methods.views(config)

@@ -69,3 +69,11 @@ def test_dataset_key_round_trip():
         registry.parse_dataset_key("breast", "grid.datasets")
     with pytest.raises(ConfigError, match="has size 32"):
         registry.parse_dataset_key("breastmnist_32")
+
+
+def test_a_runs_dataset_goes_by_its_own_name():
+    """A folder run keeps data.name's default ('pathmnist'): it is named after its folder."""
+    assert registry.own_name({"name": "pathmnist", "folder": "/data/chest xrays/"}) == "chest_xrays"
+    assert registry.own_name({"name": "lungs", "folder": "/data/chest_xrays"}) == "lungs"
+    assert registry.own_name({"name": "pathmnist", "path": "/d/mine.npz"}) == "mine"
+    assert registry.own_name({"name": "pathmnist", "folder": "", "path": ""}) == "pathmnist"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from configs import base
 from ssljax import validation
-from ssljax.data import MULTI_CLASS, MULTI_LABEL, folder, imagefile, registry, sources
+from ssljax.data import MULTI_CLASS, MULTI_LABEL, folder, imagefile, registry, sources, userfiles
 from ssljax.errors import ConfigError, DataError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_second_use_reuses_without_reading_images(breast_converted, monkeypatch,
     root, dataset, manifest = breast_converted
     monkeypatch.setattr(imagefile, "read", lambda *a: pytest.fail("an image was read again"))
     hashed = []
-    monkeypatch.setattr(folder, "_sha256", lambda path: hashed.append(path))
+    monkeypatch.setattr(userfiles, "sha256", lambda path, root=None: hashed.append(path))
     again, manifest2 = convert(pathlib.Path(manifest["source"]), root)
     assert manifest2 == manifest and hashed == []
     np.testing.assert_array_equal(again.train.images, dataset.train.images)
@@ -157,6 +157,20 @@ def test_csv_labels_single_and_multi_label(class_folder, tmp_path):
             assert list(label) == [int("cyst" in row["file"]), i % 2]
             assert (split == "test") == (i % 5 == 0)
     assert "expected 0 or 1" in manifest["skipped"][0]["reason"]
+
+
+def test_conflicting_csv_rows_are_an_error_naming_the_file_and_both_labels(class_folder, tmp_path):
+    files = sorted(p.relative_to(class_folder).as_posix() for p in class_folder.rglob("*.png"))
+    lines = [f"{f},{f.split('/')[0]}" for f in files] + [f"{files[3]},tumour", f"{files[4]},cyst"]
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,finding\n" + "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as raised:
+        convert(class_folder, tmp_path / "root", labels=str(labels))
+    first = files[3].split("/")[0]
+    assert str(raised.value) == (
+        f"data.labels={labels}: {files[3]!r} has two different labels, {first!r} on line 5 "
+        f"and 'tumour' on line {len(files) + 2}; keep one row per file"
+    )
 
 
 def test_unlabelled_folder(tmp_path):

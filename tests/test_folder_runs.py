@@ -14,6 +14,8 @@ import ssljax
 from configs import barlow, finetune
 from ssljax import batchnorm, embed, evaluate, pretrain
 from ssljax.data import folder, registry
+from ssljax.errors import ConfigError, DataError
+from ssljax.evaluate import setup
 from tests.processes import launch
 
 BATCH = 64
@@ -102,19 +104,48 @@ def test_embed_writes_one_row_per_image_and_load_encoder_agrees(
     np.testing.assert_allclose(encoder.apply(train), embeddings[:546], rtol=1e-4, atol=1e-5)
     plain = ssljax.load_encoder(workdir / "encoder").apply(train[:3, ..., 0])  # [N, H, W]
     assert plain.shape == (3, 32) and np.isfinite(plain).all()
+    # Images of another size or channel count are refused, naming both shapes.
+    for shape in ((2, 1, 1, 1), (2, 64, 64, 1), (2, 28, 28, 3), (2, 7, 7)):
+        with pytest.raises(DataError) as refused:
+            encoder.apply(np.zeros(shape, np.uint8))
+        assert str(refused.value) == (
+            f"images of dtype uint8 and shape {shape}: the encoder was pretrained on uint8 "
+            "[N, 28, 28, 1] (0..255); resize them to that"
+        )
 
 
-def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder, tmp_path):
+def test_embed_at_another_size_than_pretraining_is_refused(pretrained, breast_png_folder):
+    workdir, root = pretrained
+    config = configure(finetune, breast_png_folder, root, **{"init.workdir": str(workdir)})
+    config.model.width = 8  # the run used 4: the error names the run's dataset, the folder's
+    with pytest.raises(ConfigError, match=rf"model.width=4 on {breast_png_folder.name} \(28 px\)"):
+        setup.load_init(config, setup.build_encoder(config, 28), (28, 28, 1))
+    config = pretrain_config(breast_png_folder, root, **{"init.workdir": str(workdir)})
+    config.data.size = 64
+    with pytest.raises(ConfigError) as refused:
+        embed.run(config, workdir / "embed_64")
+    assert str(refused.value) == (
+        f"--mode=embed: the encoder of {workdir} was pretrained at 28 px and data.size=64; "
+        "embed at the size it learned: --config.data.size=28"
+    )
+    assert not list((root / "folders").glob("*/*_64.npz"))  # refused before converting
+
+
+def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder, tmp_path, capsys):
     source = tmp_path / "scans"
     source.mkdir()
     for i, png in enumerate(sorted(breast_png_folder.glob("train/*/*.png"))[:200]):
         shutil.copy(png, source / f"scan_{i:03d}.png")
     root = tmp_path / "root"
-    config = pretrain_config(source, root, **{"log.monitor_every_epochs": 1, "eval.bn_images": 0})
-    pretrain.run(config, tmp_path / "bt")
+    overrides = {"log.monitor_every_epochs": 1, "eval.bn_images": 0, "train.batch_size": 256}
+    pretrain.run(pretrain_config(source, root, **overrides), tmp_path / "bt")
     records = [json.loads(line) for line in (tmp_path / "bt" / "metrics.jsonl").open()]
     monitored = [r for r in records if "embedding/rankme" in r]
     assert len(monitored) == 2 and not any("knn_acc" in r for r in records)
+    # 140 train images, batch 256: clipped to 136 (a multiple of the 8 devices), one step.
+    assert "larger than the 140 train images: using batches of 136" in capsys.readouterr().out
+    assert max(r["step"] for r in records) == 1
+    assert json.loads((tmp_path / "bt" / "config.json").read_text())["train"]["batch_size"] == 256
     assert (tmp_path / "bt" / "encoder").is_dir()
 
     result = launch(
@@ -129,3 +160,27 @@ def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: scans has no labels") and "linear" in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+def test_a_folder_smaller_than_the_batch_previews_with_the_batch_clipped(
+    breast_png_folder, tmp_path
+):
+    """80 train images and the default batch of 256: the preview (the first command of
+    README's "Your own images") shows a batch of 80 and says so in one line; it used to end
+    in a 29-line ValueError. Pretraining clips alike (the unlabelled folder's run below)."""
+    source = tmp_path / "small"
+    for split, count in (("train", 40), ("val", 5), ("test", 5)):
+        for label in ("malignant", "normal_benign"):
+            (source / split / label).mkdir(parents=True)
+            for png in sorted(breast_png_folder.glob(f"{split}/{label}/*.png"))[:count]:
+                shutil.copy(png, source / split / label / png.name)
+    preview = launch(
+        "--mode=preview",
+        "--config=configs/barlow.py",
+        f"--workdir={tmp_path / 'preview'}",
+        f"--config.data.folder={source}",
+        f"--config.data.root={tmp_path / 'root'}",
+    )
+    assert preview.returncode == 0 and "Traceback" not in preview.stderr, preview.stderr
+    said = "train.batch_size=256 is larger than the 80 train images: using batches of 80"
+    assert said in preview.stdout and (tmp_path / "preview" / "augment_preview.png").is_file()

@@ -76,6 +76,18 @@ def assert_png(path: pathlib.Path) -> None:
     assert path.read_bytes()[:8] == PNG_SIGNATURE, path
 
 
+def test_a_folder_pretraining_run_is_named_after_its_folder(tmp_path):
+    """Its config.json keeps data.name's default 'pathmnist'; tables and plot file names
+    (`cross_correlation_<dataset>.png`) say the folder's name."""
+    write_pretraining_run(tmp_path, "barlow_twins", 0)
+    path = tmp_path / "pretrain" / "barlow_twins-s0" / "config.json"
+    config = json.loads(path.read_text())
+    config["data"] = {"name": "pathmnist", "size": 64, "folder": "/data/chest_xrays"}
+    path.write_text(json.dumps(config))
+    (pretraining,) = report.collect([tmp_path])[1]
+    assert pretraining["dataset"] == "chest_xrays_64"
+
+
 @pytest.fixture(scope="module")
 def synthetic_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")

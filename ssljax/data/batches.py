@@ -9,7 +9,10 @@ every example once and pads the last batch, with a mask saying which rows are re
 import functools
 from collections.abc import Iterator
 
+import ml_collections
 import numpy as np
+
+from ssljax.errors import DataError
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
@@ -28,6 +31,39 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
             "lower train.batch_size or use more data"
         )
     return n // batch_size
+
+
+def fit_to_split(
+    config: ml_collections.ConfigDict, n: int, devices: int
+) -> ml_collections.ConfigDict:
+    """`config`, or, when its `train.batch_size` exceeds the `n` train images, a copy whose
+    batch is clipped to the split (rounded down to a multiple of `devices`), said in one line.
+
+    Pretraining drops the last partial batch, so a small folder (80 images, the default batch
+    of 256) would have no step at all; with the clip it takes one step per epoch, its
+    learning rate scaled to the smaller batch (`train.base_lr * batch / 256`).
+
+    Raises:
+      DataError: fewer train images than devices.
+    """
+    batch_size = config.train.batch_size
+    if n >= batch_size:
+        return config
+    clipped = n - n % devices
+    if clipped < 1:
+        raise DataError(
+            f"the train split has {n} image(s), fewer than the {devices} device(s) a batch "
+            "is split over: add images, or run on fewer devices"
+        )
+    print(
+        f"train.batch_size={batch_size} is larger than the {n} train images: using batches of "
+        f"{clipped} (set --config.train.batch_size={clipped} to silence this)",
+        flush=True,
+    )
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.train.batch_size = clipped
+    config.lock()
+    return config
 
 
 @functools.lru_cache(maxsize=4)

@@ -11,7 +11,8 @@ temporary folder and renamed into place under a lock file, so concurrent runs on
 folder wait for one conversion and never see half of one. The dataset then loads like a
 user's .npz (`load.load_npz`).
 
-Labels and splits: `folder_scan.py`; pixels: `imagefile.py` (DICOM: `dicom.py`).
+Every file is listed, hashed and opened through `userfiles.py` (regular files inside the
+folder only); labels and splits: `folder_scan.py`; pixels: `imagefile.py` (DICOM: `dicom.py`).
 """
 
 import collections
@@ -24,7 +25,6 @@ import hashlib
 import json
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 
@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from ssljax.data import folder_scan, imagefile, load, registry
+from ssljax.data import folder_scan, imagefile, load, registry, userfiles
 from ssljax.data.npzstream import NpzWriter
 from ssljax.errors import ConfigError, DataError
 
@@ -40,7 +40,6 @@ FORMAT = 1  # of the conversion; part of the key, so a new format converts again
 FOLDERS_DIR = "folders"
 MANIFEST = "manifest.json"
 _CHUNK = 256  # images decoded (in threads) and appended per step
-_HASH_BLOCK = 1 << 20
 _NONE = registry.UNLABELLED
 
 
@@ -107,7 +106,7 @@ def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tu
     source = source_folder(data_config)
     csv_path = labels_file(data_config)
     name = _name(data_config, source)
-    files = folder_scan.list_files(source)
+    files, refused = userfiles.list_files(source)
     root = pathlib.Path(data_config.root).expanduser() / FOLDERS_DIR
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -118,21 +117,21 @@ def convert(data_config: ml_collections.ConfigDict, progress: bool = True) -> tu
         ) from e
     hashes = _content_hashes(source, files, root, progress)
     options = _options(data_config, csv_path)
-    key_text = json.dumps([FORMAT, sorted(hashes.items()), options], sort_keys=True)
+    key_text = json.dumps([FORMAT, sorted(hashes.items()), refused, options], sort_keys=True)
     key = hashlib.sha256(key_text.encode()).hexdigest()[:12]
     out = root / f"{name}-{key}"
     npz = out / f"{name}_{data_config.size}.npz"
     if not (out / MANIFEST).is_file():
         with _locked(root / f".{name}-{key}.lock"):
             if not (out / MANIFEST).is_file():
-                _convert_into(out, source, files, csv_path, data_config, name, key, progress)
+                listed = folder_scan.Listing(files, refused)
+                _convert_into(out, source, listed, csv_path, data_config, name, key, progress)
     return npz, json.loads((out / MANIFEST).read_text())
 
 
 def _name(data_config: ml_collections.ConfigDict, source: pathlib.Path) -> str:
     """`data.name` unless it is still a registry name, else the folder's name; file-safe."""
-    name = data_config.name if data_config.name not in registry.DATASETS else source.name
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "folder"
+    return registry.own_name({**data_config, "folder": str(source)})
 
 
 def _options(data_config: ml_collections.ConfigDict, csv_path: pathlib.Path | None) -> dict:
@@ -143,8 +142,9 @@ def _options(data_config: ml_collections.ConfigDict, csv_path: pathlib.Path | No
         "resize": d.resize,
         "channels": d.channels,
         "min_size": min_size(d),
+        "max_pixels": d.max_pixels,
         "labels": str(csv_path) if csv_path else "",
-        "labels_sha256": _sha256(csv_path) if csv_path else "",
+        "labels_sha256": userfiles.sha256(csv_path) if csv_path else "",
         "label_columns": list(d.label_columns),
         "split_fractions": list(d.split_fractions),
         "split_seed": d.split_seed,
@@ -157,14 +157,6 @@ def min_size(data_config: ml_collections.ConfigDict) -> int:
     return data_config.min_size or data_config.size // 4
 
 
-def _sha256(path: pathlib.Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _content_hashes(source, files, root, progress) -> dict[str, str]:
     """file -> SHA-256 of its bytes, from the cache when its (size, mtime_ns) is unchanged."""
     cache_path = root / f".hashes-{hashlib.sha1(str(source).encode()).hexdigest()[:12]}.json"
@@ -172,20 +164,12 @@ def _content_hashes(source, files, root, progress) -> dict[str, str]:
         cache = json.loads(cache_path.read_text())
     except (OSError, ValueError):
         cache = {}
-    out, fresh = {}, {}
-    for f in tqdm.tqdm(
-        files, desc="hashing files", unit="file", disable=not progress, leave=False, delay=1
-    ):
-        stat = (source / f).stat()
-        entry = cache.get(f)
-        if entry and entry[:2] == [stat.st_size, stat.st_mtime_ns]:
-            out[f] = entry[2]
-        else:
-            out[f] = _sha256(source / f)
-            fresh[f] = [stat.st_size, stat.st_mtime_ns, out[f]]
-    if fresh or len(cache) != len(files):
-        kept = {f: cache[f] for f in files if f in cache and f not in fresh}
-        _write_json(cache_path, {**kept, **fresh})
+    try:
+        out, kept = userfiles.content_hashes(source, files, cache, progress)
+    except userfiles.Refused as e:
+        raise DataError(f"data.folder={source}: a file changed while it was read ({e})") from e
+    if kept != cache:
+        _write_json(cache_path, kept)
     return out
 
 
@@ -213,14 +197,14 @@ def _locked(path: pathlib.Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _convert_into(out, source, files, csv_path, data_config, name, key, progress) -> None:
+def _convert_into(out, source, listed, csv_path, data_config, name, key, progress) -> None:
     """Converts into a temporary folder beside `out`, then renames it to `out`."""
     for stale in out.parent.glob(f".{out.name}.tmp*"):  # a conversion that was killed
         shutil.rmtree(stale, ignore_errors=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
         with NpzWriter(tmp / f"{name}_{data_config.size}.npz") as writer:
-            manifest = _convert(source, files, csv_path, data_config, writer, progress)
+            manifest = _convert(source, listed, csv_path, data_config, writer, progress)
         manifest.update(name=name, key=key, format=FORMAT)
         _write_json(tmp / MANIFEST, manifest)
         tmp.chmod(0o755)  # mkdtemp's 0o700 would hide a shared data root from other users
@@ -235,18 +219,18 @@ def _convert_into(out, source, files, csv_path, data_config, name, key, progress
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _convert(source, files, csv_path, data_config, writer: NpzWriter, progress) -> dict:
+def _convert(source, listed, csv_path, data_config, writer: NpzWriter, progress) -> dict:
     """Reads every image into `writer`, a chunk at a time; returns the manifest."""
     d = data_config
-    layout = folder_scan.scan(source, files, csv_path, tuple(d.label_columns))
+    layout = folder_scan.scan(source, listed.files, csv_path, tuple(d.label_columns))
     task = _task(layout, d.task, source)
-    skipped = list(layout.skipped)
+    skipped = list(layout.skipped) + listed.refused
     probes = {}
     for e in tqdm.tqdm(
         layout.examples, desc="reading headers", disable=not progress, leave=False, delay=1
     ):
         try:
-            probes[e.file] = imagefile.probe(source / e.file, min_size(d))
+            probes[e.file] = imagefile.probe(source / e.file, min_size(d), d.max_pixels, source)
         except imagefile.Unusable as err:
             skipped.append({"file": e.file, "reason": str(err)})
     kept = [e for e in layout.examples if e.file in probes]
@@ -266,7 +250,7 @@ def _convert(source, files, csv_path, data_config, writer: NpzWriter, progress) 
             todo = sorted((e for e in kept if e.split == split), key=lambda e: e.file)
 
             def read(e):
-                return _read(source / e.file, d.size, d.resize, channels)
+                return _read(source, e.file, d, channels)
 
             rows[split] = []
             for start in range(0, len(todo), _CHUNK):
@@ -309,10 +293,10 @@ def _append(writer, split, results, layout, width, notes, skipped) -> list[folde
     return written
 
 
-def _read(path: pathlib.Path, size: int, resize: str, channels: int):
+def _read(source: pathlib.Path, file: str, d: ml_collections.ConfigDict, channels: int):
     """(pixels, notes), or the reason the file is skipped."""
     try:
-        return imagefile.read(path, size, resize, channels)
+        return imagefile.read(source / file, d.size, d.resize, channels, d.max_pixels, source)
     except imagefile.Unusable as e:
         return str(e)
 

@@ -18,9 +18,11 @@ the CSV itself are ignored; any other file that is not used is listed with the r
 import csv
 import dataclasses
 import hashlib
-import os
+import io
 import pathlib
+from typing import NamedTuple
 
+from ssljax.data import userfiles
 from ssljax.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -47,6 +49,14 @@ class Example:
     split: str | None
 
 
+class Listing(NamedTuple):
+    """A folder as `userfiles.list_files` lists it: files ('/'-separated, relative, sorted)
+    and the entries refused ({'file', 'reason'}: links outside, FIFOs, loops, ...)."""
+
+    files: list[str]
+    refused: list[dict[str, str]]
+
+
 @dataclasses.dataclass
 class Layout:
     """The folder as read: examples, skipped files ({'file', 'reason'}), and label names
@@ -59,16 +69,6 @@ class Layout:
     labels_from: str
     splits_from: str  # 'split folders', 'csv split column', or '' (none given)
     class_folders: dict[str, list[str]]  # split folder ('' without splits) -> class folders
-
-
-def list_files(root: pathlib.Path) -> list[str]:
-    """Every regular file under `root` (hidden ones left out), '/'-separated, sorted."""
-    out = []
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = pathlib.Path(folder).relative_to(root)
-        out += [(rel / n).as_posix() for n in names if not n.startswith(".")]
-    return sorted(out)
 
 
 def _sort_names(names) -> tuple[str, ...]:
@@ -89,7 +89,7 @@ def _split_of(parts: list[str], split_folders: bool) -> tuple[str | None, list[s
 def scan(
     root: pathlib.Path, files: list[str], labels_csv: pathlib.Path | None, columns: tuple
 ) -> Layout:
-    """Reads the layout of `root` (holding `files`, from `list_files`).
+    """Reads the layout of `root` (resolved, holding `files`, from `userfiles.list_files`).
 
     Raises:
       DataError: the CSV has no header with a path and a label column, or names unknown
@@ -139,10 +139,16 @@ def _class_folders(root: pathlib.Path, split_folders: bool) -> dict[str, list[st
     """Split folder name ('' without split folders) -> its class folders (empty ones too)."""
     tops = [root]
     if split_folders:
-        tops = [d for d in root.iterdir() if d.is_dir() and d.name.lower() in SPLIT_FOLDERS]
+        tops = [
+            d
+            for d in root.iterdir()
+            if userfiles.is_folder(d, root) and d.name.lower() in SPLIT_FOLDERS
+        ]
     return {
         ("" if top == root else top.name): sorted(
-            d.name for d in top.iterdir() if d.is_dir() and not d.name.startswith(".")
+            d.name
+            for d in top.iterdir()
+            if userfiles.is_folder(d, root) and not d.name.startswith(".")
         )
         for top in tops
     }
@@ -172,6 +178,14 @@ def _from_csv(root, labels_csv, columns, entries, skipped, split_folders) -> Lay
     for line, row in rows:
         key = row[header[0]].strip().replace("\\", "/").removeprefix("./")
         if key in listed:
+            first_line, first = listed[key]
+            said = [{c: r[c].strip() for c in label_columns} for r in (first, row)]
+            if said[0] != said[1]:
+                raise DataError(
+                    f"data.labels={labels_csv}: {key!r} has two different labels, "
+                    f"{_shown(said[0])} on line {first_line} and {_shown(said[1])} on line "
+                    f"{line}; keep one row per file"
+                )
             skipped.append({"file": key, "reason": f"listed again on line {line} of the CSV"})
         else:
             listed[key] = (line, row)
@@ -205,14 +219,21 @@ def _from_csv(root, labels_csv, columns, entries, skipped, split_folders) -> Lay
     return Layout(examples, skipped, tuple(names), multi, FROM_CSV, given, {})
 
 
+def _shown(labels: dict[str, str]) -> str:
+    """A CSV row's labels as the user wrote them: 'cat', or 'a=1, b=0' (multi-label)."""
+    if len(labels) == 1:
+        return repr(next(iter(labels.values())))
+    return ", ".join(f"{c}={v}" for c, v in labels.items())
+
+
 def _read_csv(path: pathlib.Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     """(header, [(line number, row)]) of a CSV with a header row."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with io.TextIOWrapper(userfiles.open_file(path), encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)
             header = [h for h in (reader.fieldnames or []) if h is not None]
             rows = [(reader.line_num, {k: v or "" for k, v in r.items()}) for r in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+    except (OSError, UnicodeDecodeError, csv.Error, userfiles.Refused) as e:
         raise DataError(f"data.labels={path}: cannot be read as CSV ({e})") from e
     if len(header) < 2:
         raise DataError(

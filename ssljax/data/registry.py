@@ -6,7 +6,10 @@ The facts themselves (names, labels, sample counts, checksums) are literal data 
 """
 
 import dataclasses
+import pathlib
+import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ssljax.data import medmnist_info
 from ssljax.errors import ConfigError
@@ -47,6 +50,19 @@ def dataset_key(name: str, size: int) -> str:
     and the dataset's name in sweep grids, workdir names and report tables (any size: a
     user's own file may have another)."""
     return name if size == 28 else f"{name}_{size}"
+
+
+def own_name(data: Mapping[str, Any]) -> str:
+    """The name a run's dataset goes by, from its config's `data` (a ConfigDict, or the dict
+    config.json holds): `data.name`, unless that is still a registry name (the default
+    'pathmnist') while `data.folder` is set (the folder's own name) or `data.path` (the
+    file's stem). A folder's name is made file-safe, as its conversion is named."""
+    name, folder, path = data["name"], data.get("folder", ""), data.get("path", "")
+    if folder:
+        if name in DATASETS:
+            name = pathlib.Path(folder).expanduser().resolve().name
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "folder"
+    return pathlib.Path(path).stem if path and name in DATASETS else name
 
 
 def parse_dataset_key(key: str, where: str = "dataset") -> tuple[str, int]:

@@ -9,6 +9,7 @@ refused unless its MD5 is the registry's; it is converted in row chunks (`npzstr
 memory is one chunk whatever the size. TensorFlow is never imported.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -25,8 +26,12 @@ from etils import epath
 from tensorflow_datasets.core import example_serializer
 from tensorflow_datasets.core import utils as tfds_utils
 
-from ssljax.data import download, load, npzstream, registry
+from ssljax import faults
+from ssljax.data import download, load, npzstream, registry, tfds_build
+from ssljax.data.tfds_build import is_built
 from ssljax.errors import ConfigError, DataError
+
+__all__ = ["MedMNIST", "MedMNISTConfig", "builder_for", "file_config", "is_built", "prepare"]
 
 NAME = "medmnist"
 # Conversion reads this many bytes of images per chunk, and writes shards of about this size.
@@ -121,7 +126,7 @@ def _read_labels(path: pathlib.Path, split: str, task: str) -> np.ndarray:
     return load._check_labels(split, labels, n, task, lambda p: DataError(f"{path}: {p}."))
 
 
-class MedMNIST(tfds.core.GeneratorBasedBuilder):
+class MedMNIST(tfds_build.QuietBuilder, tfds.core.GeneratorBasedBuilder):
     """MedMNIST 2D (v2 and MedMNIST+ sizes) and MedMNIST-layout files, as array_record."""
 
     name = NAME
@@ -170,7 +175,7 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
             ),
             "label": label,
         }
-        return tfds.core.DatasetInfo(
+        return tfds_build.LocalInfo(
             builder=self,
             description="MedMNIST 2D biomedical images (Yang et al., Scientific Data 2023).",
             features=tfds.features.FeaturesDict(features),
@@ -268,6 +273,7 @@ class MedMNIST(tfds.core.GeneratorBasedBuilder):
                 counted = _Counted(encoded)
                 path = template.sharded_filepath(shard_index=shard, num_shards=num_shards)
                 self._example_writer().write(path, counted)
+                faults.point("tfds_shard_written")
                 lengths.append(counted.count)
                 size += counted.bytes
             if sum(lengths) != n or next(examples, None) is not None:
@@ -323,30 +329,6 @@ def _checked_download(dl_manager, url: str, md5: str, local: pathlib.Path) -> pa
     return path
 
 
-def is_built(builder: MedMNIST) -> bool:
-    """Whether `builder`'s folder holds a whole dataset: TFDS's metadata (written last) and
-    every shard, each readable with the record count the metadata gives."""
-    if not (pathlib.Path(os.fspath(builder.data_path)) / "dataset_info.json").is_file():
-        return False
-    if not builder.is_prepared():
-        return False
-    from array_record.python import array_record_module
-
-    for split in builder.info.splits.values():
-        template = split.filename_template
-        for i, length in enumerate(split.shard_lengths):
-            path = template.sharded_filepath(shard_index=i, num_shards=len(split.shard_lengths))
-            try:
-                reader = array_record_module.ArrayRecordReader(os.fspath(path))
-                count = reader.num_records()
-                reader.close()
-            except (OSError, RuntimeError, ValueError):
-                return False
-            if count != length:
-                return False
-    return True
-
-
 def builder_for(data_config, url: str = "") -> MedMNIST:
     """The builder of the dataset `config.data` names (registry name x size, or data.path);
     `url` replaces the registry's download URL (a mirror)."""
@@ -373,6 +355,8 @@ def prepare(data_config, progress: bool = True, url: str = "") -> MedMNIST:
 
     A folder that is not a whole build (an interrupted copy, a shard missing or truncated) is
     removed and built again; TFDS builds in a temporary folder renamed into place at the end.
+    Builds of one dataset wait for each other (`tfds_build.locked`), and the temporary
+    folders of killed builds are removed first (`tfds_build.remove_killed_builds`).
 
     Raises:
       ConfigError: `data.tfds_dir` is not writable.
@@ -382,17 +366,23 @@ def prepare(data_config, progress: bool = True, url: str = "") -> MedMNIST:
     if is_built(builder):
         return builder
     data_path = pathlib.Path(os.fspath(builder.data_path))
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            data_path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(tfds_build.locked(data_path))
+        except OSError as e:
+            raise ConfigError(
+                f"data.tfds_dir={str(data_config.tfds_dir)!r} is not writable ({e}); set it to "
+                "a writable folder (TFDS datasets are built there)"
+            ) from e
+        builder = builder_for(data_config, url)  # another process may have built it
+        if is_built(builder):
+            return builder
+        tfds_build.remove_killed_builds(data_path)
         if data_path.exists():
             shutil.rmtree(data_path)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(
-            f"data.tfds_dir={str(data_config.tfds_dir)!r} is not writable ({e}); set it to a "
-            "writable folder (TFDS datasets are built there)"
-        ) from e
-    if not progress:
-        tfds.disable_progress_bar()
-    builder.download_and_prepare()
+        if not progress:
+            tfds.disable_progress_bar()
+        builder.download_and_prepare()
     # The builder re-reads its metadata from the finished folder.
     return builder_for(data_config)

@@ -113,7 +113,7 @@ def load_init(
         if theirs is not None:
             used = (
                 f" The pretraining run used model.name={theirs['model']['name']}, "
-                f"model.width={theirs['model']['width']} on {theirs['data']['name']} "
+                f"model.width={theirs['model']['width']} on {registry.own_name(theirs['data'])} "
                 f"({theirs['data']['size']} px)."
             )
         raise ConfigError(
