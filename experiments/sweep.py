@@ -56,9 +56,9 @@ from experiments.cells import Cell, expand  # noqa: F401 - the sweep's API
 from ssljax import (
     errors,
     evaluate,
-    health,
     interrupt,
     pretrain,
+    report_runs,
     validation,
     workdirs,
     writers,
@@ -184,11 +184,15 @@ def _run_cells(grid, root, cells, progress, compile_cache, command, runner) -> d
 
 def _health_gate(grid: ml_collections.ConfigDict, cell: Cell, entry: dict[str, Any]) -> None:
     """A finished pretraining cell whose health verdict is 'failed' becomes UNHEALTHY (its
-    evaluations are blocked) unless the grid sets `evaluate_failed`."""
+    evaluations are blocked) unless the grid sets `evaluate_failed`. A run finished before
+    verdicts existed is judged from its metrics.jsonl, as the report judges it."""
     if cell.kind != "pretrain" or entry["status"] not in ("done", "skipped"):
         return
-    verdict = health.read_verdict(cell.workdir)
-    if verdict and verdict["verdict"] == "failed" and not grid.get("evaluate_failed", False):
+    records = writers.read_metrics(cell.workdir)
+    verdict = report_runs.pretraining_health(
+        cell.workdir, writers.config_json(cell.config), records
+    )
+    if verdict["verdict"] == "failed" and not grid.get("evaluate_failed", False):
         entry.update(status=UNHEALTHY, error="; ".join(verdict["reasons"]))
 
 

@@ -102,9 +102,13 @@ def _objective(logs, method: str, trap: float | None) -> list[dict[str, str]]:
             "positive-pair accuracy",
         )
     )
-    if key in first:
-        v0, v1 = float(first[key]), _mean(end, key)
-        if v1 - v0 < MIN_OBJECTIVE_GAIN:
+    mine = [r for r in logs if key in r]
+    if mine:
+        v0 = _number(mine[0][key])
+        v1 = _number(_mean(mine[-LAST_LOGS:], key)) if v0 is not None else None
+        if v1 is None:
+            out.append(_check("failed", "objective", f"the {what} became non-finite"))
+        elif v1 - v0 < MIN_OBJECTIVE_GAIN:
             out.append(
                 _check("failed", "objective", f"the {what} did not rise ({v0:.3f} -> {v1:.3f})")
             )
@@ -132,9 +136,13 @@ def _monitors(monitors: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     first = monitors[0]
 
     def ends(key: str) -> tuple[float, float] | None:
-        values = [v for v in (_number(m.get(key)) for m in monitors[1:]) if v is not None]
+        """(step 0's value, the last logged one: NaN when non-finite), or None."""
+        logged = [m[key] for m in monitors[1:] if m.get(key) is not None]
         v0 = _number(first.get(key))
-        return (v0, values[-1]) if v0 is not None and values else None
+        if v0 is None or not logged:
+            return None
+        last = _number(logged[-1])
+        return v0, float("nan") if last is None else last
 
     out = []
     for name, key, failed, warn in (
@@ -148,7 +156,7 @@ def _monitors(monitors: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
     if knn:
         gain = knn[1] - knn[0]
         text = f"kNN val AUC {knn[0]:.3f} at step 0 -> {knn[1]:.3f}"
-        status = "failed" if gain < KNN_FAILED else "warning" if gain <= 0 else "ok"
+        status = "failed" if not gain >= KNN_FAILED else "warning" if gain <= 0 else "ok"
         reason = {
             "failed": f"worse than its own random initialisation: {text}",
             "warning": f"no better than its own random initialisation: {text}",

@@ -18,10 +18,10 @@ import optax
 
 from ssljax.data import batches
 
-LARGE_BATCH_OPTIMIZERS = ("lars", "sgd")
-# Where LARS's trust ratio acts: on each gradient (the references) or on the momentum update.
-TRUST_ON = ("gradient", "update")  # learning rate scaled linearly with the batch
+LARGE_BATCH_OPTIMIZERS = ("lars", "sgd")  # learning rate scaled linearly with the batch
 ADAPTIVE_OPTIMIZERS = ("adam", "adamw")  # learning rate used as given
+# Where LARS's trust ratio acts: on each gradient (the references) or on the momentum update.
+TRUST_ON = ("gradient", "update")
 
 
 def exclude_bias_and_norm(params: Any) -> Any:
@@ -57,8 +57,13 @@ def scale_by_clipped_trust_ratio(
     What the clip bounds depends on where `lars` places this (`trust_on`): on each gradient
     before the momentum trace (the references) it bounds each step's *contribution to the
     trace*, `||r u|| <= eta ||p|| / lr_t`, which later, larger rates of a warmup multiply, so
-    the step taken can exceed `eta ||p||` (7x in warmup steps 1-10, tests/test_optim.py); on
-    the trace itself it bounds the step taken, `||lr_t r m|| <= min(eta ||p||, lr_t ||m||)`.
+    the step taken can exceed `eta ||p||` (7x in warmup steps 1-10, tests/test_optim.py, and
+    still ~2x after the warmup, from momentum alone); on the trace itself it bounds the step
+    taken, `||lr_t r m|| <= min(eta ||p||, lr_t ||m||)`. Either way only the adapted
+    parameters (kernels) are bounded; biases and BatchNorm parameters move by `lr_t m`. The
+    bound on the update has a price (issue 20's screen): with gradients far larger than
+    `eta ||p|| / lr_t`, every step is the bound, so the step no longer follows the schedule
+    until its last ~10%.
     """
     schedule = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
 
@@ -124,7 +129,8 @@ def lars(
       clip_lr: cap each layer's trust-scaled rate at the global rate (solo-learn).
       trust_on: where the trust ratio (and its clip) acts. 'gradient' (the references):
         on each step's gradient, before the momentum trace. 'update': on the momentum
-        trace itself, just before the step, so the clip bounds the step that is taken.
+        trace itself, just before the step, so the clip bounds every kernel's step taken
+        (see `scale_by_clipped_trust_ratio` for what each bounds, and the price).
 
     Returns:
       An `optax.GradientTransformation` (needs `params` in `update`).

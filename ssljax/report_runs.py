@@ -131,13 +131,28 @@ def collect(paths: Sequence[str | pathlib.Path]) -> tuple[list[dict], list[dict]
 
 def link_health(evals: Sequence[dict[str, Any]], pretrains: Sequence[dict[str, Any]]) -> None:
     """Sets each evaluation's `pretrain_verdict`: the verdict of the pretraining run it
-    started from (None for random init, or a pretraining run not among `pretrains`)."""
-    verdicts = {pathlib.Path(p["workdir"]).resolve(): p["health"]["verdict"] for p in pretrains}
+    started from; None for random init or a pretraining run not among `pretrains`.
+
+    An evaluation names its start (`init.workdir`) as it was given, often relative to where
+    the sweep ran: it is matched by its resolved path, else by its trailing path components
+    (`pretrain/barlow_twins-breastmnist-s0`), when exactly one pretraining run ends so.
+    """
+    runs = [(pathlib.Path(p["workdir"]), p["health"]["verdict"]) for p in pretrains]
+    resolved = {path.resolve(): verdict for path, verdict in runs}
     for r in evals:
-        source = pathlib.Path(r["init_workdir"]) if r["init_workdir"] else None
-        if source is not None and source.name == "encoder":
+        r["pretrain_verdict"] = None
+        if not r["init_workdir"]:
+            continue
+        source = pathlib.Path(r["init_workdir"])
+        if source.name == "encoder":
             source = source.parent
-        r["pretrain_verdict"] = verdicts.get(source.resolve()) if source else None
+        if source.resolve() in resolved:
+            r["pretrain_verdict"] = resolved[source.resolve()]
+            continue
+        tail = source.parts[-2:]
+        found = [verdict for path, verdict in runs if path.parts[-len(tail) :] == tail]
+        if len(found) == 1:
+            r["pretrain_verdict"] = found[0]
 
 
 def _readable(read):

@@ -1,6 +1,6 @@
 """Runs the first steps of a pretraining run, with the schedule of the whole run.
 
-    python tests/recipe_worker.py WORKDIR STOP_STEP [KEY=VALUE ...]
+    python -m tests.recipe_worker WORKDIR STOP_STEP [KEY=VALUE ...]   # from the repository root
 
 Barlow Twins on real PneumoniaMNIST (`configs/barlow.py:pneumoniamnist`), dotted overrides
 as Python literals; the loop stops after STOP_STEP steps (its actions then run as at a

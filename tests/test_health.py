@@ -76,6 +76,21 @@ CASES = {
         "worse than its own random initialisation",
     ),
     "rank fell": (_run((213.0, 60.0), (0.05, 0.6), feat=(54.0, 8.0)), "warning", "rank fell"),
+    "diag of c non-finite": (
+        _run((213.0, 60.0), (0.05, float("nan"))),
+        "failed",
+        "diagonal of c became non-finite",
+    ),
+    "rank non-finite at the end": (
+        _run((213.0, 60.0), (0.05, 0.6), emb=(349.0, float("nan"))),
+        "failed",
+        "collapsed: embedding RankMe 349.0 -> nan",
+    ),
+    "kNN non-finite at the end": (
+        _run((213.0, 60.0), (0.05, 0.6), knn=(0.916, float("nan"))),
+        "failed",
+        "worse than its own random initialisation",
+    ),
 }
 
 
@@ -95,6 +110,14 @@ def test_simclr_verdict_reads_the_positive_pair_accuracy():
     result = health.verdict(flat, "simclr")
     assert result["verdict"] == "failed"
     assert "positive-pair accuracy did not rise" in result["reasons"][0]
+
+
+def test_logs_without_the_objective_key_are_read_past():
+    """A log record without corr_diag_mean (written by another version) is no crash."""
+    records = CASES["healthy"][0]
+    gappy = [{k: v for k, v in r.items() if k != "corr_diag_mean"} if i == 5 else r
+             for i, r in enumerate(records)]  # fmt: skip
+    assert health.verdict(gappy, "barlow_twins", TRAP)["verdict"] == "healthy"
 
 
 def test_a_run_without_monitors_is_a_warning_not_healthy():

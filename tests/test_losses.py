@@ -180,11 +180,16 @@ def test_barlow_twins_counts_redundancy_with_lambda():
 
 
 def test_barlow_twins_scale_multiplies_loss_and_gradients_not_aux():
+    """The statistics of c are not scaled; the terms' gradient norms are those of the
+    scaled loss, the gradients that train."""
     z1, z2 = views((16, 6))
     loss, aux = barlow_twins_loss(z1, z2, has_aux=True)
     scaled, scaled_aux = barlow_twins_loss(z1, z2, scale=0.1, has_aux=True)
     np.testing.assert_allclose(scaled, 0.1 * loss, rtol=1e-6)
-    chex.assert_trees_all_close(scaled_aux, aux, rtol=0, atol=0)
+    grads = {k: scaled_aux.pop(k) for k in GRADIENT_AUX}
+    chex.assert_trees_all_close(scaled_aux, {k: aux[k] for k in scaled_aux}, rtol=0, atol=0)
+    for key, value in grads.items():
+        np.testing.assert_allclose(value, 0.1 * aux[key], rtol=1e-5, err_msg=key)
     grad = jax.grad(barlow_twins_loss)(z1, z2)
     scaled_grad = jax.grad(functools.partial(barlow_twins_loss, scale=0.1))(z1, z2)
     np.testing.assert_allclose(scaled_grad, 0.1 * grad, rtol=1e-5, atol=1e-8)

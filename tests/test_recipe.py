@@ -42,7 +42,7 @@ def first_steps(request, tmp_path_factory):
     items = [f"{k}={v!r}" for k, v in {**COMMON, **RECIPES[request.param]}.items()]
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     out = subprocess.run(
-        [sys.executable, "tests/recipe_worker.py", str(workdir), str(STOP), *items],
+        [sys.executable, "-m", "tests.recipe_worker", str(workdir), str(STOP), *items],
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         capture_output=True,

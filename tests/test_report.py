@@ -597,5 +597,26 @@ def test_gains_from_a_failed_pretraining_are_shown_never_worded(tmp_path):
     assert "| finetune | 0.1 | 55 | barlow_twins | failed | 3 |" in text
     assert "| finetune | 1 | 546 | simclr | healthy | 2 |" in text
     summary = text.split("## Summary")[1].split("##")[0]
-    assert "AUC pretraining failed: finetune 0.1 BT (+0.100" in summary
-    assert not any(f"AUC {w}: finetune 0.1 BT" in summary for w in ("gain", "loss"))
+    assert "AUC pretraining failed: finetune 0.1 barlow_twins (+0.100" in summary
+    assert not any(f"AUC {w}: finetune 0.1 barlow_twins" in summary for w in ("gain", "loss"))
+
+
+def test_an_evaluation_finds_its_pretraining_run_by_a_relative_path(tmp_path):
+    """init.workdir as the sweep stored it, relative to where it ran: matched by its
+    trailing components when the report runs elsewhere; ambiguous or absent: None."""
+    from ssljax import report_runs
+
+    pre = [
+        {"workdir": str(tmp_path / "a/runs/pretrain/bt-s0"), "health": {"verdict": "failed"}},
+        {"workdir": str(tmp_path / "a/runs/pretrain/bt-s1"), "health": {"verdict": "healthy"}},
+        {"workdir": str(tmp_path / "b/runs/pretrain/bt-s1"), "health": {"verdict": "warning"}},
+    ]
+    evals = [
+        {"init_workdir": "runs/pretrain/bt-s0/encoder"},  # relative, one match
+        {"init_workdir": pre[1]["workdir"]},  # absolute
+        {"init_workdir": "runs/pretrain/bt-s1"},  # relative, two matches: unknown
+        {"init_workdir": "runs/pretrain/bt-s9"},  # not among the runs
+        {"init_workdir": ""},  # random init
+    ]
+    report_runs.link_health(evals, pre)
+    assert [e["pretrain_verdict"] for e in evals] == ["failed", "healthy", None, None, None]

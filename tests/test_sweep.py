@@ -295,3 +295,26 @@ def test_a_pretraining_run_that_failed_its_health_check_is_not_evaluated(tmp_pat
     # Run again: the finished, unhealthy pretraining run is still not evaluated.
     again = sweep.run_sweep(grid, tmp_path, progress=False, runner=runner)
     assert statuses(again)[pre] == "unhealthy" and statuses(again)[bt] == "blocked"
+
+
+def test_a_pretraining_run_from_before_verdicts_is_judged_from_its_metrics(tmp_path):
+    """No health.json (a run finished by an older version): the sweep judges its
+    metrics.jsonl as the report does, and a collapsed run is not evaluated."""
+
+    def runner(cell: sweep.Cell) -> None:
+        cell.workdir.mkdir(parents=True)
+        if cell.kind == "pretrain":
+            records = [{"step": 0, "embedding/rankme": 349.0, "features/rankme": 54.0}]
+            records += [{"step": s, "loss": 200.0 - s / 10} for s in (8, 16, 24)]
+            records += [{"step": 24, "embedding/rankme": 2.7, "features/rankme": 3.8}]
+            text = "".join(json.dumps(r) + "\n" for r in records)
+            (cell.workdir / "metrics.jsonl").write_text(text)
+            (cell.workdir / "encoder").mkdir()
+        else:
+            (cell.workdir / "results.json").write_text("{}")
+
+    grid = make_grid(methods=("barlow_twins", "random"), label_fractions=(1.0,), seeds=(0,))
+    record = sweep.run_sweep(grid, tmp_path, progress=False, runner=runner)
+    assert statuses(record)["pretrain/barlow_twins-breastmnist-s0"] == "unhealthy"
+    assert statuses(record)["eval/breastmnist/knn/barlow_twins/f1.0-s0"] == "blocked"
+    assert "collapsed: embedding RankMe 349.0 -> 2.7" in sweep.summary_text(record)

@@ -36,7 +36,15 @@ def recipes() -> dict[str, dict]:
         "solo": SOLO,
         "paper_lars": paper,
         "paper_lars_crop035": {**paper, **crop(0.35)},
+        "lars_eta003": {**paper, "train.trust_coefficient": 0.003},
         "lars_eta003_crop035": {**paper, "train.trust_coefficient": 0.003, **crop(0.35)},
+        # The chosen recipe again from another seed (init, batches, augmentations): is it luck?
+        "lars_eta003_crop035_seed1": {
+            **paper,
+            "train.trust_coefficient": 0.003,
+            **crop(0.35),
+            "seed": 1,
+        },
         "update_eta005": {**SOLO, "train.trust_on": "update", "train.trust_coefficient": 0.005},
         "update_eta005_crop035": {
             **SOLO,
