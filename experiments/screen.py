@@ -26,6 +26,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import ml_collections
+import numpy as np
 
 from experiments.cells import apply_overrides
 from ssljax import (
@@ -35,6 +36,7 @@ from ssljax import (
     plots,
     pretrain,
     report_runs,
+    stats,
     validation,
     workdirs,
     writers,
@@ -91,12 +93,25 @@ def summarise(workdir: pathlib.Path) -> dict[str, Any]:
 
 
 def _evaluate(grid, protocol: str, name: str, init_workdir: str, root: pathlib.Path) -> dict:
+    """{val, test} AUC of `name`'s encoder under `protocol`, and for a pretrained one the
+    test AUC gain over the random encoder with its 95% paired bootstrap interval over test
+    images (`ssljax.stats`, 1,000 resamples)."""
     workdir = root / f"{name}-{protocol}"
     if not (workdir / evaluate.RESULTS_FILE).exists():
         evaluate.run(eval_config(grid, protocol, init_workdir), workdir)
     with open(workdir / evaluate.RESULTS_FILE) as f:
         results = json.load(f)
-    return {"val": results["val"]["auc"], "test": results["test"]["auc"]}
+    out = {"val": results["val"]["auc"], "test": results["test"]["auc"]}
+    if init_workdir:
+        ours, base = (
+            np.load(root / d / evaluate.TEST_SCORES_FILE)
+            for d in (workdir.name, f"random-{protocol}")
+        )
+        boot = stats.paired_bootstrap_ci(
+            results["task"], ours["labels"], ours["scores"][None], base["scores"][None]
+        )["auc"]
+        out["gain"] = (boot["mean"], *boot["interval"])
+    return out
 
 
 def run_screen(
@@ -143,8 +158,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         ("features_rankme", "feature RankMe", 1),
         ("weight_angle_conv", "conv angle (deg)", 1),
         ("knn_val_auc", "kNN monitor val AUC", 3),
-        ("knn", "kNN val / test AUC", 3),
-        ("linear", "linear val / test AUC", 3),
+        ("knn", "kNN val / test AUC (test gain over random [95% bootstrap])", 3),
+        ("linear", "linear val / test AUC (test gain [95% bootstrap])", 3),
         ("verdict", "verdict", 0),
         ("wall_s", "pretraining wall (s)", 0),
     ]
@@ -155,12 +170,13 @@ def table(rows: list[dict[str, Any]]) -> str:
         for key, _, digits in cols:
             v = r.get(key)
             if isinstance(v, dict):
-                v = (v["val"], v["test"])
-            cells.append(
-                _fmt(v, digits).replace(" -> ", " / ")
-                if key in ("knn", "linear")
-                else _fmt(v, digits)
-            )
+                gain = v.get("gain")
+                text = _fmt((v["val"], v["test"]), digits).replace(" -> ", " / ")
+                if gain:
+                    text += f" ({gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}])"
+                cells.append(text)
+                continue
+            cells.append(_fmt(v, digits))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -56,6 +56,7 @@ from experiments.cells import Cell, expand  # noqa: F401 - the sweep's API
 from ssljax import (
     errors,
     evaluate,
+    health,
     interrupt,
     pretrain,
     report_runs,
@@ -189,9 +190,10 @@ def _health_gate(grid: ml_collections.ConfigDict, cell: Cell, entry: dict[str, A
     if cell.kind != "pretrain" or entry["status"] not in ("done", "skipped"):
         return
     records = writers.read_metrics(cell.workdir)
-    verdict = report_runs.pretraining_health(
-        cell.workdir, writers.config_json(cell.config), records
-    )
+    if not records and health.read_verdict(cell.workdir) is None:
+        return  # nothing to judge it by
+    config = writers.config_json(cell.config)
+    verdict = report_runs.pretraining_health(cell.workdir, config, records)
     if verdict["verdict"] == "failed" and not grid.get("evaluate_failed", False):
         entry.update(status=UNHEALTHY, error="; ".join(verdict["reasons"]))
 
