@@ -21,6 +21,8 @@ SOLO = {
     "train.warmup_fraction": 0.1,
     "train.weight_decay": 1e-4,
     "loss.scale": 0.1,
+    "augment.view1.crop_scale": (0.08, 1.0),
+    "augment.view2.crop_scale": (0.08, 1.0),
 }
 
 
