@@ -118,12 +118,3 @@ def breast_png_folder(data_dir, tmp_path_factory) -> pathlib.Path:
     """Real BreastMNIST (28 px) as a folder of PNGs, split and class subfolders (read-only)."""
     return write_png_folder(data_dir / "breastmnist.npz", tmp_path_factory.mktemp("breast_png"))
 
-
-# Files whose end-to-end runs take minutes: collected first, so that pytest-xdist hands them
-# out at the start rather than leaving one to run alone at the end of the suite.
-LONG_FILES = ("test_recipe.py", "test_fair.py", "test_faults.py", "test_report.py")
-
-
-def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
