@@ -117,4 +117,3 @@ def write_png_folder(npz_path, root: pathlib.Path, per_split: int | None = None)
 def breast_png_folder(data_dir, tmp_path_factory) -> pathlib.Path:
     """Real BreastMNIST (28 px) as a folder of PNGs, split and class subfolders (read-only)."""
     return write_png_folder(data_dir / "breastmnist.npz", tmp_path_factory.mktemp("breast_png"))
-
