@@ -2,18 +2,43 @@
 
 The same run as `bt_screen.py` (width-16 ResNet-18, PneumoniaMNIST 28 px, batch 128, 10
 epochs) with `configs/simclr.py`'s recipe, so the two methods' health and kNN / linear
-scores sit in one table. The Barlow Twins fix of 2026-12-06 changed only
-`configs/barlow.py`: SimCLR's recipe (LARS trust 0.02, its clip on each gradient) is the
-same before and after, and this row is both.
+scores sit in one table. `simclr_default` is whatever `configs/simclr.py` says today;
+`solo` spells out solo-learn's recipe (LARS trust 0.02, its clip on each gradient), which
+failed the health verdict at this budget (positive-pair accuracy 1%, embedding RankMe
+157 -> 12.5); the others try the Barlow Twins cure of 2026-12-06 on it (trust 0.003 without
+the clip), and its 35% crops.
 """
 
 import ml_collections
 
 from experiments.grids import bt_screen, overrides
 
+SOLO = {
+    "train.optimizer": "lars",
+    "train.base_lr": 0.4,
+    "train.trust_coefficient": 0.02,
+    "train.clip_lr": True,
+    "train.trust_on": "gradient",
+    "train.warmup_fraction": 0.1,
+    "train.weight_decay": 1e-4,
+    "loss.temperature": 0.2,
+    "augment.view1.crop_scale": (0.08, 1.0),
+    "augment.view2.crop_scale": (0.08, 1.0),
+}
+
+
+def recipes() -> dict[str, dict]:
+    eta003 = {**SOLO, "train.trust_coefficient": 0.003, "train.clip_lr": False}
+    return {
+        "simclr_default": {},
+        "simclr_solo": SOLO,
+        "simclr_eta003": eta003,
+        "simclr_eta003_crop035": {**eta003, **bt_screen.crop(0.35)},
+    }
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     grid = bt_screen.get_config(arg)
     grid.method = "simclr"
-    grid.recipes = ml_collections.ConfigDict({"simclr_default": overrides({})})
+    grid.recipes = ml_collections.ConfigDict({k: overrides(v) for k, v in recipes().items()})
     return grid
