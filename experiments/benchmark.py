@@ -50,7 +50,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ssljax import augment, methods, models, optim, parallel, pretrain, steps, validation  # noqa: E402
-from ssljax.data import batches, load_dataset  # noqa: E402
+from ssljax.data import batches, sources  # noqa: E402
 
 # The benchmark's own projectors (those of its dated records), not the configs' defaults.
 DEFAULT_PROJECTORS = {"barlow_twins": "2048-2048-2048", "simclr": "2048-128"}
@@ -153,7 +153,7 @@ def load_images(config: ml_collections.ConfigDict, args: argparse.Namespace) -> 
         rng = np.random.default_rng(args.seed)
         shape = (_SYNTHETIC_BATCHES * args.batch, args.size, args.size, args.channels)
         return rng.integers(0, 256, shape, dtype=np.uint8)
-    images = load_dataset(config.data, progress=False).train.images
+    images = np.asarray(sources.open_dataset(config.data, progress=False).train.images[:])
     if images.shape[-1] == args.channels:
         return images
     if images.shape[-1] == 1:

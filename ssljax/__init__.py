@@ -4,7 +4,9 @@
 (`ssljax/encoder.py`).
 """
 
-__version__ = "0.1.0"
+from ssljax.version import __version__
+
+__all__ = ["__version__", "load_encoder"]
 
 
 def load_encoder(workdir, *, bn_images=None, batch_size=256):

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 
 from ssljax import parallel, plots, writers
-from ssljax.data import SPLITS, Dataset, load_dataset, registry
+from ssljax.data import SPLITS, Dataset, registry, sources
 from ssljax.errors import ConfigError
 from ssljax.evaluate import frozen, setup
 
@@ -43,15 +43,16 @@ def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
         )
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.eval.batch_size, mesh, key="eval.batch_size")
-    if config.data.folder:  # before converting the folder at a size the encoder never saw
-        _check_size(config, config.data.size)
-    data, files = _dataset(config.data)
+    size = sources.declared_size(config.data)
+    if size is not None:  # before converting a folder at a size the encoder never saw
+        _check_size(config, size)
+    data = sources.open_dataset(config.data)
     _check_size(config, data.size)
     encoder = setup.build_encoder(config, data.size)
     init_vars, init_info = setup.load_init(config, encoder, data.train.images.shape[1:])
     features = frozen.features(config, data, encoder, init_vars, init_info, mesh)
     embeddings = np.concatenate([features[s] for s in SPLITS]).astype(np.float32)
-    table = rows(data, files)
+    table = rows(data, data.files)
     out = {
         "rows": len(table),
         "features": int(embeddings.shape[1]),
@@ -83,16 +84,6 @@ def _check_size(config: ml_collections.ConfigDict, size: int) -> None:
             f"--mode=embed: the encoder of {config.init.workdir} was pretrained at {theirs} px "
             f"and data.size={size}; embed at the size it learned: --config.data.size={theirs}"
         )
-
-
-def _dataset(data_config: ml_collections.ConfigDict) -> tuple[Dataset, dict | None]:
-    """The dataset, and for an image folder each split's files in row order."""
-    if not data_config.folder:
-        return load_dataset(data_config), None
-    from ssljax.data import folder  # noqa: PLC0415 - only image folders need it
-
-    data, manifest = folder.load_folder(data_config)
-    return data, {s: [r["file"] for r in manifest["splits"][s]] for s in SPLITS}
 
 
 def rows(data: Dataset, files: dict | None) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from ssljax import methods, steps
 from ssljax.augment import ViewParams, normalize, two_views
-from ssljax.data import batches
+from ssljax.data import batches, sources
 
 _ROW_LABELS = ("original", "view 1", "view 2")
 _two_views = jax.jit(two_views, static_argnums=(2, 3))
@@ -27,7 +27,8 @@ def step0_batch(config: ml_collections.ConfigDict, train_images: np.ndarray):
     """What training step 0 augments: (images uint8 [B, H, W, C], key).
 
     Args:
-      train_images: uint8 [N, H, W, C], the training split.
+      train_images: uint8 [N, H, W, C], the training split: an array, or a
+        `pipeline.RecordImages` (data.source=tfds), of which only the batch's rows are read.
     Returns:
       The global batch of step 0 (B = config.train.batch_size) and the key the train step
       draws both views from: `fold_in(train_key, 0)`.
@@ -35,7 +36,7 @@ def step0_batch(config: ml_collections.ConfigDict, train_images: np.ndarray):
     n, batch_size = len(train_images), config.train.batch_size
     indices = batches.train_batch_indices(config.seed, 0, n, batch_size)
     _, train_key = steps.derive_keys(config.seed)
-    return np.asarray(train_images)[indices], jax.random.fold_in(train_key, 0)
+    return np.asarray(train_images[indices]), jax.random.fold_in(train_key, 0)
 
 
 def save_views_grid(
@@ -93,9 +94,7 @@ def save_views_grid(
 def preview_config(config, path: str | pathlib.Path, n: int = 8) -> pathlib.Path:
     """The augmentation preview of a run config: the first `n` images of the batch of
     training step 0 and the two views step 0 makes of them (`step0_batch`)."""
-    from ssljax.data import load_dataset
-
-    data = load_dataset(config.data)
+    data = sources.open_dataset(config.data)
     config = batches.fit_to_split(config, len(data.train.images), jax.device_count())
     p1, p2 = methods.views(config)
     images, key = step0_batch(config, data.train.images)

@@ -77,6 +77,11 @@ def load_folder(
     return converted_dataset(path, manifest), manifest
 
 
+def manifest_files(manifest: dict) -> dict[str, list[str]]:
+    """Each split's files (relative to the folder) in row order, as `manifest.json` lists them."""
+    return {s: [r["file"] for r in manifest["splits"][s]] for s in load.SPLITS}
+
+
 def converted_dataset(path: pathlib.Path, manifest: dict) -> load.Dataset:
     """The .npz `convert` wrote, in memory, under the folder's own name and class names.
 
@@ -89,6 +94,7 @@ def converted_dataset(path: pathlib.Path, manifest: dict) -> load.Dataset:
         name=manifest["name"],
         label_names=names,
         num_outputs=registry.num_outputs(manifest["task"], names),
+        files=manifest_files(manifest),
     )
     counts = ", ".join(f"{s} {len(manifest['splits'][s])}" for s in load.SPLITS)
     skipped = len(manifest["skipped"])

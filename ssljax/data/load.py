@@ -58,6 +58,8 @@ class Dataset:
       n_channels: 1 (grey) or 3 (RGB).
       num_outputs: logits of the classifier head (`registry.num_outputs`).
       splits: 'train', 'val', 'test' -> Split.
+      files: for an image folder (`data.folder`), each split's files (paths relative to the
+        folder) in row order; None for .npz datasets.
     """
 
     name: str
@@ -67,6 +69,7 @@ class Dataset:
     n_channels: int
     num_outputs: int
     splits: dict[str, Split]
+    files: dict[str, list[str]] | None = None
 
     @property
     def train(self) -> Split:
@@ -268,23 +271,19 @@ def _check_label_range(
 
 
 def load_dataset(data_config: ml_collections.ConfigDict, progress: bool = True) -> Dataset:
-    """The dataset that `config.data` names, downloaded if missing and allowed.
+    """The .npz that `config.data` names, in memory, downloaded if missing and allowed.
 
-    With `data.folder` set, that folder of images, converted once (`folder.py`). With
-    `data.path` set, that file (a user's own .npz in MedMNIST layout) is loaded with task
+    With `data.path` set, that file (a user's own .npz in MedMNIST layout) is loaded with task
     `data.task`, and `data.size` is taken from the file. It is named `data.name`, unless that
     is still a registry name (the default 'pathmnist'), then after the file's stem. Otherwise
-    `data.name` at `data.size` is found in (or downloaded to) `data.root`.
+    `data.name` at `data.size` is found in (or downloaded to) `data.root`. An image folder
+    (`data.folder`) and the TFDS source are `sources.open_dataset`'s, which calls this for
+    the .npz they come down to: runs open their data there, never here.
 
     Args:
-      data_config: `config.data` (keys name, size, root, download, path, task, and the
-        `data.folder` keys of `folder.py`).
+      data_config: `config.data` (keys name, size, root, download, path, task).
       progress: show a progress bar while downloading.
     """
-    if data_config.folder:  # a folder of images (issue 15): converted once, then an .npz
-        from ssljax.data import folder  # noqa: PLC0415 - folder imports this module
-
-        return folder.load_folder(data_config, progress)[0]
     if data_config.path:
         path = pathlib.Path(data_config.path).expanduser()
         if data_config.task not in registry.TASKS:
