@@ -1,31 +1,35 @@
-"""The pretraining methods: the one list of their names, and what each one is.
+"""The pretraining methods: what each one of `facts.METHODS` does.
 
 A method is a pair loss over the projector outputs of two augmented views, a rule for how the
-views meet the encoder, and the config file it starts from. `launch.py`, `validation`, the
-pretraining loop, the sweep, the benchmark and the report read `METHODS`; the evaluation
-protocols are their own registry, `ssljax.evaluate.PROTOCOLS`.
+views meet the encoder, and the config file it starts from. Its name, title and config module
+are `ssljax.facts`' (the names a study is made of, free of JAX); this registry adds the code
+and holds exactly the names listed there. The evaluation protocols are their own registry,
+`ssljax.evaluate.PROTOCOLS`. `RANDOM`, `TRANSFERS`, `arm`, `parse_arm`, `arms` and
+`default_config` are `facts`' own, re-exported here.
 """
 
 import dataclasses
 import functools
-import importlib
 from collections.abc import Callable
 
 import jax
 import ml_collections
 
-from ssljax import augment, losses
+from ssljax import augment, facts, losses
 from ssljax.errors import ConfigError
+from ssljax.facts import (  # noqa: F401  (re-exported: callers use methods.X)
+    RANDOM,
+    TRANSFERS,
+    arm,
+    arms,
+    default_config,
+    parse_arm,
+)
 
 # (z1 float32 [B, D], z2 float32 [B, D]) -> (loss float32 [], aux {name: float32 []}).
 PairLoss = Callable[[jax.Array, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
 # The two views every method trains on: keys of `config.augment`.
 VIEWS = ("view1", "view2")
-# The arm of a comparison without pretraining: the same network from random initialisation.
-RANDOM = "random"
-# init.transfer -> the suffix of its arm ('barlow_twins:bn'): what of a pretrained encoder an
-# evaluation keeps, the rest being the seed's random initialisation.
-TRANSFERS = {"all": "", "batchnorm": "bn"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,12 +64,14 @@ def _simclr(loss: ml_collections.ConfigDict) -> PairLoss:
     return functools.partial(losses.nt_xent_loss, temperature=loss.temperature, has_aux=True)
 
 
+def _method(name: str, make_loss: Callable, concat_views: bool) -> Method:
+    f = facts.METHODS[name]
+    return Method(f.name, f.title, f.short, f.config, make_loss, concat_views)
+
+
 METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("barlow_twins", "Barlow Twins", "BT", "configs.barlow", _barlow_twins, False),
-        Method("simclr", "SimCLR", "SimCLR", "configs.simclr", _simclr, True),
-    )
+    "barlow_twins": _method("barlow_twins", _barlow_twins, concat_views=False),
+    "simclr": _method("simclr", _simclr, concat_views=True),
 }
 
 
@@ -82,30 +88,3 @@ def views(config: ml_collections.ConfigDict) -> tuple[augment.ViewParams, augmen
     make = augment.ViewParams.from_config
     view1, view2 = (make(config.augment[v], f"augment.{v}") for v in VIEWS)
     return view1, view2
-
-
-def arm(method: str, transfer: str) -> str:
-    """The name of an evaluated encoder in tables: 'barlow_twins', 'barlow_twins:bn'."""
-    suffix = TRANSFERS[transfer]
-    return f"{method}:{suffix}" if suffix else method
-
-
-def parse_arm(name: str) -> tuple[str, str]:
-    """'barlow_twins' -> ('barlow_twins', 'all'); 'barlow_twins:bn' -> ('barlow_twins',
-    'batchnorm'); 'random' -> ('random', 'all'). ConfigError for an unknown name."""
-    method, _, suffix = name.partition(":")
-    transfers = {s: t for t, s in TRANSFERS.items()}
-    if method not in (*METHODS, RANDOM) or suffix not in transfers or (suffix and method == RANDOM):
-        raise ConfigError(f"unknown arm {name!r}; arms are {arms()}")
-    return method, transfers[suffix]
-
-
-def arms() -> list[str]:
-    """Every arm: random initialisation, and each method with each transfer."""
-    return [RANDOM, *(arm(m, t) for m in METHODS for t in TRANSFERS)]
-
-
-def default_config(module: str, dataset: str) -> ml_collections.ConfigDict:
-    """`get_config(dataset)` of the config module a registry names (`Method.config`,
-    `evaluate.Protocol.config`), e.g. 'configs.barlow'."""
-    return importlib.import_module(module).get_config(dataset)

@@ -1,16 +1,16 @@
 """Config checks that run before any device work, each error naming the key to fix.
 
 The one checker of a config: the allowed values are read from the modules that own them
-(methods, evaluation protocols, encoders, optimizers, schedules, kNN metrics, data registry,
-view rules), never listed here.
+(`facts`: methods, protocols, transfers; encoders, optimizers, schedules, kNN metrics, the
+data sources and registry, view rules), never listed here.
 """
 
 import math
 
 import ml_collections
 
-from ssljax import methods, models, optim, probes
-from ssljax.data import registry
+from ssljax import facts, methods, models, optim, probes
+from ssljax.data import sources
 from ssljax.errors import ConfigError
 
 
@@ -26,42 +26,11 @@ def _in(config: ml_collections.ConfigDict, key: str, valid) -> None:
     _require(value in valid, key, value, f"must be one of {list(valid)}")
 
 
-def _folder(d: ml_collections.ConfigDict) -> None:
-    """The `data.folder` keys (a folder of images, `ssljax/data/folder.py`)."""
-    from ssljax.data import folder, imagefile, registry
-
-    _require(not d.path, "data.path", d.path, "set data.path or data.folder, not both")
-    folder.source_folder(d)
-    folder.labels_file(d)
-    _require(8 <= d.size <= 1024, "data.size", d.size, "must be in [8, 1024] pixels")
-    _require(d.resize in imagefile.RESIZES, "data.resize", d.resize, f"one of {imagefile.RESIZES}")
-    _require(d.channels in (0, 1, 3), "data.channels", d.channels, "must be 0 (auto), 1 or 3")
-    _require(d.min_size >= 0, "data.min_size", d.min_size, "must be >= 0")
-    _require(d.max_pixels >= d.size**2, "data.max_pixels", d.max_pixels, "must be >= data.size**2")
-    _require(d.task in ("", *registry.TASKS), "data.task", d.task, "'' (inferred) or a task")
-    f = tuple(d.split_fractions)
-    _require(
-        len(f) == 3 and min(f) >= 0 and f[0] > 0 and math.isclose(sum(f), 1.0),
-        "data.split_fractions",
-        f,
-        "three fractions (train, val, test), train > 0, summing to 1",
-    )
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError for an impossible config, before data loading or compilation."""
-    from ssljax import evaluate  # noqa: PLC0415 - evaluate imports this module
-
-    _in(config, "method", (*methods.METHODS, *evaluate.PROTOCOLS))
+    _in(config, "method", (*facts.METHODS, *facts.PROTOCOLS))
     d = config.data
-    if d.folder:
-        _folder(d)
-    elif not d.path:
-        _in(config, "data.name", tuple(registry.DATASETS))
-        _in(config, "data.size", registry.SIZES)
-    else:
-        _in(config, "data.task", registry.TASKS)
-    _in(config, "data.source", ("memory", "tfds", "auto"))
+    sources.check_config(d)
     gb = d.memory_budget_gb
     _require(gb > 0 and math.isfinite(gb), "data.memory_budget_gb", gb, "must be > 0 (GiB)")
     if d.source != "memory":
@@ -121,5 +90,5 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(config.eval.bn_images >= 0, "eval.bn_images", config.eval.bn_images, "must be >= 0")
     e = config.eval
     _require(e.figure_images >= 0, "eval.figure_images", e.figure_images, "must be >= 0 (0: all)")
-    _in(config, "init.transfer", tuple(methods.TRANSFERS))
+    _in(config, "init.transfer", tuple(facts.TRANSFERS))
     methods.views(config)

@@ -8,55 +8,31 @@ drops it with a warning, and a resumed run rewrites the file without it.
 """
 
 import json
-import logging
 import math
-import os
 import pathlib
-import re
 import socket
 import subprocess
 import time
-from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 import jax
 import ml_collections
 import tqdm
 
-from ssljax import faults
+from ssljax import faults, files, version
 from ssljax.errors import DataError, WorkdirError
+from ssljax.files import (  # noqa: F401  (re-exported: writers is where runs write from)
+    CONFIG_FILE,
+    METRICS_FILE,
+    atomic_write,
+    read_config,
+    read_json,
+    read_metrics,
+    remove_unfinished_writes,
+)
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
-# atomic_write's temporary file beside NAME: .NAME.<pid>.tmp
-_TMP_SUFFIX = ".tmp"
-_TMP_NAME = re.compile(r"\..+\.\d+\.tmp")
 # Keys that may change between a run and its resumption: they do not change the numbers.
 RESUMABLE_CHANGES = ("log.", "data.root", "data.download", "distributed.", "eval.batch_size")
-
-
-def atomic_write(path: str | pathlib.Path, write: Callable[[BinaryIO], None]) -> None:
-    """Calls write(file) on a temporary file beside `path`, syncs it, then renames it over
-    `path`: a crash leaves the old file or the new one, never half of one."""
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def remove_unfinished_writes(folder: str | pathlib.Path) -> None:
-    """Deletes the temporary files `atomic_write` left in `folder` when its process was killed
-    mid-write; call only while holding the folder (`workdirs.lock`): a live writer's would go."""
-    for p in pathlib.Path(folder).glob(f".*{_TMP_SUFFIX}"):
-        if _TMP_NAME.fullmatch(p.name) and p.is_file():
-            p.unlink(missing_ok=True)
 
 
 def write_json(path: str | pathlib.Path, obj: Any) -> None:
@@ -65,23 +41,8 @@ def write_json(path: str | pathlib.Path, obj: Any) -> None:
         return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n"
+    text = files.json_text(obj)
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def read_json(path: str | pathlib.Path) -> Any:
-    """The JSON in `path`; DataError naming the file when it is not JSON."""
-    path = pathlib.Path(path)
-    try:
-        return json.loads(path.read_bytes())
-    except ValueError as e:
-        raise DataError(f"{path} is not valid JSON ({e}): it is damaged or was edited") from e
-
-
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "tolist"):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -92,11 +53,6 @@ def config_json(config: ml_collections.ConfigDict) -> dict[str, Any]:
 def write_config(workdir: str | pathlib.Path, config: ml_collections.ConfigDict) -> None:
     """Writes `workdir/config.json` (atomically, process 0 only)."""
     write_json(pathlib.Path(workdir) / CONFIG_FILE, config_json(config))
-
-
-def read_config(workdir: str | pathlib.Path) -> dict[str, Any]:
-    """`workdir/config.json` as written by `write_config`; DataError when it is not JSON."""
-    return read_json(pathlib.Path(workdir) / CONFIG_FILE)
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -153,38 +109,6 @@ def check_config_matches(
             f"{workdir} holds a run with a different config ({', '.join(diffs)} differ). "
             "Use a new --workdir, or the original config to resume."
         )
-
-
-def read_metrics(workdir: str | pathlib.Path) -> list[dict[str, Any]]:
-    """All records of a run's metrics.jsonl (empty when it has none).
-
-    A last line that is not JSON was cut short by a run that died while writing it: it is
-    dropped, with a warning naming the file.
-
-    Raises:
-      DataError: naming the file and line, when a line before the last is not JSON.
-    """
-    path = pathlib.Path(workdir) / METRICS_FILE
-    if not path.exists():
-        return []
-    lines = [(i, line) for i, line in enumerate(path.read_bytes().splitlines(), 1) if line.strip()]
-    records = []
-    for i, line in lines:
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError(f"a JSON {type(record).__name__}, not an object")
-            records.append(record)
-        except ValueError as e:
-            if i != lines[-1][0]:
-                raise DataError(
-                    f"{path}, line {i}, is not JSON ({e}): the file was edited or damaged. "
-                    "Fix or delete that line"
-                ) from e
-            logging.warning(
-                "%s: dropped its last line, cut short when the run writing it stopped", path
-            )
-    return records
 
 
 class MetricWriter:
@@ -318,9 +242,7 @@ def _fmt(v: Any) -> str:
 def code_version() -> str:
     """The git commit of the ssljax code that runs (+'-dirty' with uncommitted changes), or
     its package version where it is not a git checkout: results name the code that made them."""
-    import ssljax  # noqa: PLC0415 - the package imports this module
-
-    root = pathlib.Path(ssljax.__file__).resolve().parents[1]
+    root = pathlib.Path(version.__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
         run = subprocess.run(
@@ -332,5 +254,5 @@ def code_version() -> str:
         head = git("rev-parse", "--short=12", "HEAD")
         dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return f"ssljax {ssljax.__version__}"
+        return f"ssljax {version.__version__}"
     return head + ("-dirty" if dirty else "")

@@ -24,14 +24,23 @@ import jax
 import ml_collections
 import numpy as np
 
-import ssljax
-from ssljax import batchnorm, parallel, plots, validation, workdirs, writers
+from ssljax import (
+    batchnorm,
+    facts,
+    parallel,
+    plots,
+    results,
+    validation,
+    version,
+    workdirs,
+    writers,
+)
 from ssljax.data import sources, subsets
 from ssljax.errors import ConfigError
 from ssljax.evaluate import finetune, frozen, setup
 
-RESULTS_FILE = "results.json"
-TEST_SCORES_FILE = "test_scores.npz"
+# Re-exported: the sweep and the tests name the files through evaluate.
+RESULTS_FILE, TEST_SCORES_FILE = results.RESULTS_FILE, results.TEST_SCORES_FILE
 
 
 def _finetune(config, workdir, data, labelled, val_idx, encoder, init_vars, init_info, mesh):
@@ -56,12 +65,9 @@ class Protocol(NamedTuple):
     config: str
 
 
-# The one list of protocol names (`config.method` of an evaluation), in the report's order.
-PROTOCOLS = {
-    "finetune": Protocol(_finetune, "configs.finetune"),
-    "linear": Protocol(_frozen(frozen.linear), "configs.linear"),
-    "knn": Protocol(_frozen(frozen.knn), "configs.knn"),
-}
+# The scorer of each of `facts.PROTOCOLS` (the one list of protocol names), in its order.
+_SCORERS = {"finetune": _finetune, "linear": _frozen(frozen.linear), "knn": _frozen(frozen.knn)}
+PROTOCOLS = {name: Protocol(_SCORERS[name], module) for name, module in facts.PROTOCOLS.items()}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
@@ -100,7 +106,7 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
     )
     test_scores = out.pop("test_scores")
     full = out["selection"]["full_val"]
-    results = {
+    record = {
         "dataset": data.name,
         "size": data.size,
         "task": data.task,
@@ -115,14 +121,14 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
         "model": {"name": config.model.name, "width": config.model.width},
         "bn_reestimated_on": _bn_count(config, len(data.train), mesh.devices.size),
         "code": writers.code_version(),
-        "ssljax_version": ssljax.__version__,
+        "ssljax_version": version.__version__,
         "wall_time_s": round(time.time() - start, 2),
         "val": full["val"],
         "test": full["test"],
         **out,
     }
     if config.method == "finetune":  # the frozen protocols train nothing with a learning rate
-        results["train"] = {"base_lr": config.train.base_lr, "epochs": config.train.epochs}
+        record["train"] = {"base_lr": config.train.base_lr, "epochs": config.train.epochs}
     if jax.process_index() == 0:
         _save_scores(workdir / TEST_SCORES_FILE, test_scores, data.test.labels)
         plots.confusion_matrices(
@@ -134,8 +140,9 @@ def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[
             title=f"{data.name} {config.method} ({init_info['kind']}), test",
         )
     # Last: a results.json marks the run finished, for the sweep and the report.
-    writers.write_json(workdir / RESULTS_FILE, results)
-    return results
+    record = results.record(record)
+    writers.write_json(workdir / RESULTS_FILE, record)
+    return record
 
 
 def _bn_count(config: ml_collections.ConfigDict, n_train: int, devices: int) -> int:

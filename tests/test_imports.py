@@ -1,0 +1,68 @@
+"""The import direction of ssljax/: no cycles, function-local imports included.
+
+`experiments/house.py` builds the graph from every import statement of every module (an
+import inside a function counts: it only runs later), so a cycle cannot hide behind one.
+"""
+
+import pathlib
+import textwrap
+
+from experiments import house
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_ssljax_has_no_import_cycle():
+    found = house.cycles(house.import_graph(REPO))
+    assert not found, "import cycles in ssljax/: " + "; ".join(" -> ".join(c) for c in found)
+
+
+def _package(tmp_path: pathlib.Path, files: dict[str, str]) -> pathlib.Path:
+    for name, text in files.items():
+        path = tmp_path / "ssljax" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return tmp_path
+
+
+def test_a_cycle_behind_a_function_local_import_is_found(tmp_path):
+    root = _package(
+        tmp_path,
+        {
+            "__init__.py": "",
+            "a.py": "from ssljax import b\n",
+            "b.py": "def f():\n    from ssljax import a\n    return a\n",
+            "c.py": "import ssljax.a\n",
+        },
+    )
+    graph = house.import_graph(root)
+    assert graph["ssljax.b"] == {"ssljax.a"}
+    assert graph["ssljax.c"] == {"ssljax.a"}
+    assert house.cycles(graph) == [["ssljax.a", "ssljax.b", "ssljax.a"]]
+
+
+def test_relative_imports_and_package_names_resolve(tmp_path):
+    root = _package(
+        tmp_path,
+        {
+            "__init__.py": "from ssljax.data import load\n",
+            "data/__init__.py": "from .load import NAME\n",
+            "data/load.py": "from . import registry\nNAME = 1\n",
+            "data/registry.py": "from ssljax.data import NAME\n",  # the package, not a module
+        },
+    )
+    graph = house.import_graph(root)
+    assert graph["ssljax"] == {"ssljax.data.load"}
+    assert graph["ssljax.data"] == {"ssljax.data.load"}
+    assert graph["ssljax.data.load"] == {"ssljax.data.registry"}
+    assert graph["ssljax.data.registry"] == {"ssljax.data"}
+    assert house.cycles(graph) == [
+        ["ssljax.data", "ssljax.data.load", "ssljax.data.registry", "ssljax.data"]
+    ]
+
+
+def test_house_counts_this_checkout():
+    s = house.summary(REPO)
+    assert s["modules"] == len(list((REPO / "ssljax").rglob("*.py")))
+    assert s["edges"] > s["modules"]  # a library, not a heap of files
+    assert s["cycles"] == []
