@@ -51,10 +51,14 @@ PROTOCOLS: dict[str, str] = {
 }
 # The arm of a comparison without pretraining: the same network from random initialisation.
 RANDOM = "random"
-RANDOM_STYLE = ("tab:gray", "random init")
 # init.transfer -> the suffix of its arm ('barlow_twins:bn'): what of a pretrained encoder an
 # evaluation keeps, the rest being the seed's random initialisation.
 TRANSFERS = {"all": "", "batchnorm": "bn"}
+# Arm base -> (colour, title) in every figure, in the figures' fixed order.
+METHOD_STYLE: dict[str, tuple[str, str]] = {
+    RANDOM: ("tab:gray", "random init"),
+    **{m.name: (m.colour, m.title) for m in METHODS.values()},
+}
 
 # The arrays a pretraining run writes at its end (`representations.py`), as NAME.npz / .png.
 CROSS_CORRELATION = "cross_correlation"
@@ -80,14 +84,6 @@ def parse_arm(name: str) -> tuple[str, str]:
 def arms() -> list[str]:
     """Every arm: random initialisation, and each method with each transfer."""
     return [RANDOM, *(arm(m, t) for m in METHODS for t in TRANSFERS)]
-
-
-def method_style(method: str) -> tuple[str | None, str]:
-    """(colour, title) of an arm's base method in figures; (None, name) for an unknown one."""
-    if method == RANDOM:
-        return RANDOM_STYLE
-    m = METHODS.get(method)
-    return (m.colour, m.title) if m else (None, method)
 
 
 def default_config(module: str, dataset: str) -> Any:

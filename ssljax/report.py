@@ -34,10 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from ssljax import errors, health, methods, stats
+from ssljax import errors, health, stats
+from ssljax import facts as methods  # the names only: the report imports no JAX
 from ssljax.errors import DataError
-from ssljax.evaluate import PROTOCOLS
-from ssljax.methods import RANDOM
+from ssljax.facts import PROTOCOLS, RANDOM
 from ssljax.report_runs import (  # noqa: F401  (re-exported: callers use report.X)
     SCORES_FILE,
     collect,

@@ -17,7 +17,6 @@ Runs made before a value was logged show '–' for it; nothing here raises on a 
 """
 
 import csv
-import json
 import logging
 import math
 import pathlib
@@ -30,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ssljax import plots, writers  # noqa: E402
+from ssljax import files, plots, results  # noqa: E402
 from ssljax.errors import DataError  # noqa: E402
 from ssljax.report_plots import METHOD_STYLE  # noqa: E402
 from ssljax.report_tables import method_label  # noqa: E402
@@ -96,9 +95,9 @@ def load_finetune(evals: Sequence[dict[str, Any]], chosen: set[str]) -> list[dic
     for r in evals:
         if r["protocol"] != FINETUNE or r["workdir"] not in chosen:
             continue
-        res = json.loads((pathlib.Path(r["workdir"]) / "results.json").read_text())
+        res = results.read(pathlib.Path(r["workdir"]) / results.RESULTS_FILE)
         try:
-            records = writers.read_metrics(r["workdir"])
+            records = files.read_metrics(r["workdir"])
         except DataError as e:
             logging.warning("no fine-tuning curve for %s: %s", r["workdir"], e)
             records = []

@@ -2,7 +2,8 @@
 
 Label efficiency and pretraining curves come from numbers `ssljax.report` collected. The
 Barlow Twins cross-correlation and the 2D embeddings come from the arrays each pretraining
-run wrote at its end (`ssljax.representations`): the report never rebuilds a model.
+run wrote at its end (`ssljax.representations`, read here with numpy alone): the report never
+rebuilds a model, and imports no JAX.
 """
 
 import math
@@ -14,15 +15,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-from ssljax import plots, representations  # noqa: E402
+from ssljax import facts, plots  # noqa: E402
 
 # Methods in a fixed order and colour across every figure.
-METHOD_STYLE = {
-    "random": ("tab:gray", "random init"),
-    "barlow_twins": ("tab:blue", "Barlow Twins"),
-    "simclr": ("tab:orange", "SimCLR"),
-}
+METHOD_STYLE = facts.METHOD_STYLE
 # Report figures hold many panels; 110 dpi keeps their PNGs small.
 _DPI = 110
 
@@ -181,7 +179,7 @@ def model_figures(
             notes.append(f"{name}.png could not be drawn: {type(e).__name__}: {e}")
 
     def correlation(run: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
-        arrays = _arrays(run, representations.CROSS_CORRELATION)
+        arrays = _arrays(run, facts.CROSS_CORRELATION)
         panels = [
             (
                 name,
@@ -194,7 +192,7 @@ def model_figures(
 
     def embeddings(runs: dict[str, dict], path: pathlib.Path) -> pathlib.Path:
         first = next(iter(runs.values()))
-        arrays = {m: _arrays(r, representations.EMBEDDINGS) for m, r in runs.items()}
+        arrays = {m: _arrays(r, facts.EMBEDDINGS) for m, r in runs.items()}
         # Random init with the architecture and seed of the first pretraining run.
         init = arrays[next(iter(runs))]
         panels = [(method_name("random"), init["init"], init["classes"])]
@@ -223,4 +221,5 @@ def _arrays(run: dict[str, Any], name: str) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{path} is missing (runs made before pretraining wrote it have none)"
         )
-    return representations.load(run["workdir"], name)
+    with np.load(path) as f:  # as `representations.load` reads it
+        return dict(f)

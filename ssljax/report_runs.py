@@ -11,12 +11,11 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from ssljax import health, methods, writers
+from ssljax import facts, files, health, results
 from ssljax.data import registry
 from ssljax.errors import DataError
 
-SCORES_FILE = "test_scores.npz"
-RESULTS_FILE = "results.json"
+SCORES_FILE, RESULTS_FILE = results.TEST_SCORES_FILE, results.RESULTS_FILE
 
 
 def _finite(x) -> float | None:
@@ -44,13 +43,12 @@ def _optional_fields(r: dict[str, Any], path: pathlib.Path) -> dict[str, Any]:
 
 
 def _run_record(path: pathlib.Path) -> dict[str, Any]:
-    """A results.json, flattened; DataError naming it when it cannot be read."""
-    r = writers.read_json(path)
+    """A results.json (any readable schema version), flattened; DataError naming it when it
+    cannot be read."""
+    r = results.read(path)
     try:
         init = r["init"]
-        method = (
-            methods.RANDOM if init["kind"] == methods.RANDOM else init.get("method", "pretrained")
-        )
+        method = facts.RANDOM if init["kind"] == facts.RANDOM else init.get("method", "pretrained")
         return {
             "workdir": str(path.parent),
             "init_workdir": init.get("workdir") or "",
@@ -74,15 +72,15 @@ def _run_record(path: pathlib.Path) -> dict[str, Any]:
 
 def _pretraining_run(config_path: pathlib.Path) -> dict[str, Any] | None:
     """The pretraining run whose config.json is `config_path`; None for an evaluation's."""
-    c = writers.read_config(config_path.parent)
-    if not isinstance(c, dict) or c.get("method") not in methods.METHODS:
+    c = files.read_config(config_path.parent)
+    if not isinstance(c, dict) or c.get("method") not in facts.METHODS:
         return None
     try:
         dataset = registry.dataset_key(registry.own_name(c["data"]), c["data"]["size"])
         seed = c["seed"]
     except (KeyError, TypeError) as e:
         raise DataError(f"{config_path} is not an ssljax config.json (field {e})") from e
-    records = writers.read_metrics(config_path.parent)
+    records = files.read_metrics(config_path.parent)
     return {
         "workdir": str(config_path.parent),
         "dataset": dataset,
@@ -121,7 +119,7 @@ def collect(paths: Sequence[str | pathlib.Path]) -> tuple[list[dict], list[dict]
         if not p.is_dir():
             raise DataError(f"{p} is not a folder: give the folder that holds the runs")
         results.update((q.resolve(), q) for q in p.rglob(RESULTS_FILE))
-        configs.update((q.resolve(), q) for q in p.rglob(writers.CONFIG_FILE))
+        configs.update((q.resolve(), q) for q in p.rglob(files.CONFIG_FILE))
     evals = [r for r in map(_readable(_run_record), map(results.get, sorted(results))) if r]
     read = _readable(_pretraining_run)
     pretrains = [r for r in map(read, map(configs.get, sorted(configs))) if r]

@@ -23,11 +23,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from ssljax import augment, parallel, plots, writers
+from ssljax import augment, facts, parallel, plots, writers
 from ssljax.data import registry
 
-CROSS_CORRELATION = "cross_correlation"
-EMBEDDINGS = "embeddings"
+CROSS_CORRELATION, EMBEDDINGS = facts.CROSS_CORRELATION, facts.EMBEDDINGS  # NAME.npz / .png
 CORR_BLOCK = 64  # dims of the matrix kept and drawn; the means cover all of them
 MAX_IMAGES = 512  # val images whose two views make the cross-correlation batch (<= 64 px)
 MAX_PIXELS = MAX_IMAGES * 64 * 64  # larger images: fewer of them, one train-mode batch

@@ -21,6 +21,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from configs import barlow, finetune, knn, linear
 from ssljax import evaluate, inference, metrics, parallel, pretrain, validation
+from ssljax import results as ssljax_results
 from ssljax.data import label_subset, load_npz
 
 WIDTH = 8
@@ -139,6 +140,7 @@ def test_end_to_end_breastmnist(protocol, init, fraction, request, tmp_path, sco
 
     results = json.loads((tmp_path / evaluate.RESULTS_FILE).read_text())
     assert results == out
+    assert results["schema_version"] == ssljax_results.SCHEMA_VERSION == 2
     data = load_npz(data_dir / "breastmnist.npz", task="binary-class")
     n_labelled = len(label_subset(data.train.labels, "binary-class", fraction=fraction))
     assert n_labelled == (55 if fraction == 0.1 else BREAST["train"])
