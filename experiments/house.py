@@ -16,6 +16,8 @@ import collections
 import pathlib
 import sys
 
+from absl import app, flags
+
 PACKAGE = "ssljax"
 
 
@@ -144,15 +146,18 @@ def summary(root: pathlib.Path) -> dict:
     }
 
 
+_ROOT = flags.DEFINE_string(
+    "root", str(pathlib.Path(__file__).resolve().parents[1]), "Checkout whose ssljax/ to count."
+)
+
+
 def main(argv: list[str]) -> None:
-    root = pathlib.Path(__file__).resolve().parents[1]
-    for arg in argv[1:]:
-        if arg.startswith("--root="):
-            root = pathlib.Path(arg.split("=", 1)[1]).expanduser()
-        else:
-            sys.exit(f"error: unknown argument {arg!r}; usage: python -m experiments.house [--root=DIR]")
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    root = pathlib.Path(_ROOT.value).expanduser()
     s = summary(root)
-    print(f"{root / PACKAGE}: {s['modules']} modules, {s['lines']} lines, {s['edges']} import edges")
+    print(f"{root / PACKAGE}: {s['modules']} modules, {s['lines']} lines, ", end="")
+    print(f"{s['edges']} import edges")
     print(f"largest module: {s['largest'][1]} ({s['largest'][0]} lines)")
     print(f"import cycles: {len(s['cycles'])}")
     for cycle in s["cycles"]:
@@ -160,4 +165,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv)
+    app.run(main)
