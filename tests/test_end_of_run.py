@@ -5,6 +5,7 @@ test split, so a dataset with a large test split spends bounded time after its l
 import time
 
 import numpy as np
+import pytest
 
 from ssljax import pretrain, representations
 from ssljax.data import npzstream, registry
@@ -26,6 +27,7 @@ def _synthetic(path):
     return path
 
 
+@pytest.mark.slow
 def test_the_end_of_run_figures_embed_a_capped_sample(tmp_path, capsys, monkeypatch):
     config = tiny_config(
         **{

@@ -213,6 +213,7 @@ def test_short_random_init_finetune_trains_at_every_budget(fraction, n_labelled,
     assert results["test"]["auc"] >= floor, results["test"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("separable", [True, False])
 def test_linear_probe_above_chance_only_when_features_separate(separable, tmp_path):
     rng = np.random.default_rng(1)

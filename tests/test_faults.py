@@ -222,6 +222,7 @@ def references(tmp_path_factory) -> dict[str, pathlib.Path]:
     return workdirs_
 
 
+@pytest.mark.slow
 def test_pretraining_killed_11_times_ends_as_if_never_interrupted(references, tmp_path):
     reference = references["pretrain"]
     workdir = tmp_path / "run"
@@ -246,6 +247,7 @@ def test_pretraining_killed_11_times_ends_as_if_never_interrupted(references, tm
     assert _half_written(workdir) == []
 
 
+@pytest.mark.slow
 def test_finetune_killed_4_times_selects_and_scores_as_if_never_interrupted(references, tmp_path):
     reference = references["finetune"]
     workdir = tmp_path / "run"

@@ -58,6 +58,7 @@ def pretrained(breast_png_folder, tmp_path_factory) -> tuple[pathlib.Path, pathl
     return workdir, root
 
 
+@pytest.mark.slow
 def test_finetune_from_a_folder_run(pretrained, breast_png_folder, tmp_path):
     workdir, root = pretrained
     config = configure(finetune, breast_png_folder, root, **{"init.workdir": str(workdir)})
@@ -68,6 +69,7 @@ def test_finetune_from_a_folder_run(pretrained, breast_png_folder, tmp_path):
     assert len(list((root / "folders").glob("*/manifest.json"))) == 1  # converted once
 
 
+@pytest.mark.slow
 def test_embed_writes_one_row_per_image_and_load_encoder_agrees(
     pretrained, breast_png_folder, tmp_path
 ):
@@ -114,6 +116,7 @@ def test_embed_writes_one_row_per_image_and_load_encoder_agrees(
         )
 
 
+@pytest.mark.slow
 def test_embed_at_another_size_than_pretraining_is_refused(pretrained, breast_png_folder):
     workdir, root = pretrained
     config = configure(finetune, breast_png_folder, root, **{"init.workdir": str(workdir)})
@@ -131,6 +134,7 @@ def test_embed_at_another_size_than_pretraining_is_refused(pretrained, breast_pn
     assert not list((root / "folders").glob("*/*_64.npz"))  # refused before converting
 
 
+@pytest.mark.slow
 def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder, tmp_path, capsys):
     source = tmp_path / "scans"
     source.mkdir()
@@ -162,6 +166,7 @@ def test_unlabelled_folder_pretrains_and_evaluation_is_refused(breast_png_folder
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_folder_smaller_than_the_batch_previews_with_the_batch_clipped(
     breast_png_folder, tmp_path
 ):

@@ -15,6 +15,7 @@ from tests.processes import launch
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_preview_writes_png(tmp_path):
     result = launch(
         "--config=configs/barlow.py:breastmnist", f"--workdir={tmp_path}", "--mode=preview"
@@ -174,6 +175,7 @@ def _interrupted_run(workdir: pathlib.Path, ready: str) -> subprocess.CompletedP
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_start_up_says_the_run_starts_over(tmp_path):
     # Sent while the run loads data and compiles, where a KeyboardInterrupt used to land in
     # a garbage-collection callback and be swallowed: now a flag, acted on at the first
@@ -186,6 +188,7 @@ def test_ctrl_c_during_start_up_says_the_run_starts_over(tmp_path):
     assert not (tmp_path / "checkpoints" / "8").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_says_the_step_it_resumes_from(tmp_path):
     result = _interrupted_run(tmp_path, ready="checkpoints/8/commit_success.txt")
     assert _one_line(result, status=130) == (
@@ -194,6 +197,7 @@ def test_ctrl_c_during_training_says_the_step_it_resumes_from(tmp_path):
     assert not (tmp_path / "encoder").exists()  # it stopped before the end (step 16)
 
 
+@pytest.mark.slow
 def test_init_workdir_of_another_width_is_one_line(tmp_path):
     import jax
     import jax.numpy as jnp
@@ -218,6 +222,7 @@ def test_init_workdir_of_another_width_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_impossible_schedule_fails_before_config_json_and_the_fix_runs(tmp_path):
     """Explicit decay epochs beyond a shortened run are refused in one line before anything
     is written, so the corrected command then runs in the same workdir."""

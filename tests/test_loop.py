@@ -160,6 +160,7 @@ def test_dispatch_refuses_implicit_transfers(tmp_path):
         bad.run(state, 0, jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_pretraining_traces_its_step_once(tmp_path, traces):
     """8 steps per epoch (546 // 64) in chunks of 3, 3, 2 (padded to 3), over 2 epochs."""
     config = barlow.get_config("breastmnist")
@@ -176,6 +177,7 @@ def test_pretraining_traces_its_step_once(tmp_path, traces):
         assert (tmp_path / f"{name}.npz").is_file() and (tmp_path / f"{name}.png").is_file()
 
 
+@pytest.mark.slow
 def test_finetuning_traces_once_and_resumes_exactly(tmp_path, traces, monkeypatch):
     """ceil(546 / 128) = 5 steps per epoch in chunks of 2, 2, 1 (padded to 2), 2 epochs; a
     run stopped after its first checkpoint resumes to the same results."""

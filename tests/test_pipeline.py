@@ -110,6 +110,7 @@ def tfds_run(tfds_dir, tmp_path_factory):
     return workdir, _run(workdir, **{"data.source": "tfds", "data.tfds_dir": str(tfds_dir)})
 
 
+@pytest.mark.slow
 def test_losses_equal_from_memory_and_tfds_28px(tfds_run, tmp_path):
     _, tfds_losses = tfds_run
     memory_losses = _run(tmp_path, **{"data.source": "memory"})
@@ -117,6 +118,7 @@ def test_losses_equal_from_memory_and_tfds_28px(tfds_run, tmp_path):
     assert tfds_losses == memory_losses
 
 
+@pytest.mark.slow
 def test_losses_equal_from_memory_and_tfds_64px(tfds_dir, tmp_path):
     one_epoch = {"data.size": 64, "train.epochs": 1, "data.tfds_dir": str(tfds_dir)}
     memory_losses = _run(tmp_path / "memory", **one_epoch, **{"data.source": "memory"})
@@ -124,6 +126,7 @@ def test_losses_equal_from_memory_and_tfds_64px(tfds_dir, tmp_path):
     assert len(memory_losses) == 8 and tfds_losses == memory_losses
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_tfds_run_then_rerun_gives_the_same_encoder(tfds_run, tfds_dir, tmp_path):
     reference, _ = tfds_run
     overrides = {**RUN, "data.source": "tfds", "data.tfds_dir": str(tfds_dir)}
@@ -150,6 +153,7 @@ def test_sigkill_during_a_tfds_run_then_rerun_gives_the_same_encoder(tfds_run, t
         np.testing.assert_array_equal(resumed, uninterrupted)
 
 
+@pytest.mark.slow
 def test_two_processes_read_disjoint_rows(tfds_dir, data_dir, tmp_path):
     run_two_processes("pipeline_worker.py", lambda pid: [tfds_dir, tmp_path / f"rows{pid}.npy"])
     rows = [np.load(tmp_path / f"rows{pid}.npy") for pid in range(2)]
@@ -179,6 +183,7 @@ def _write_big_npz(path: pathlib.Path) -> int:
     return BIG_TRAIN * BIG_SIZE * BIG_SIZE * 3
 
 
+@pytest.mark.slow
 def test_converting_and_one_epoch_on_2gb_stay_within_the_bound(tmp_path):
     """Peak RSS above the baseline stays under RSS_BOUND (1.5 GiB) for 2.15 GB of images.
 

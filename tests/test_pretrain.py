@@ -73,6 +73,7 @@ def finished_run(request, tmp_path_factory):
     return request.param, workdir, summary
 
 
+@pytest.mark.slow
 def test_run_writes_outputs_and_learns(finished_run):
     method, workdir, summary = finished_run
     outputs = ("config.json", "metrics.jsonl", "encoder", "checkpoints", "tensorboard")
@@ -107,6 +108,7 @@ def test_run_writes_outputs_and_learns(finished_run):
     assert {c["check"] for c in verdict["checks"]} == {"objective", "collapse", "knn"}
 
 
+@pytest.mark.slow
 def test_kernel_angles_recompute_the_runs_initialisation(finished_run, capsys):
     """experiments/kernel_angles.py on a finished run: init -> final equals what the run
     logged (the same initialisation, recomputed from the seed), and the exported encoder is
@@ -168,6 +170,7 @@ def test_saving_a_replicated_state_dispatches_no_per_device_slices(tmp_path, cap
     chex.assert_trees_all_equal(restored, state)
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(**{"log.monitor_every_epochs": 0, "log.every_steps": 4})
 
@@ -234,6 +237,7 @@ def two_steps(config, mesh, initial: bool = False):
     return parallel.to_host(metrics["loss"]), params
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices():
     """Barlow Twins end to end (SimCLR's sharded loss and grads: tests/test_losses.py).
 
@@ -262,6 +266,7 @@ def test_one_device_equals_eight_devices():
     assert np.median(list(relative.values())) < 1e-3, relative
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     config = tiny_config(**{"train.batch_size": 16})
     loss_single, params_single = two_steps(config, parallel.make_mesh(jax.devices()[:2]))

@@ -73,6 +73,7 @@ def _fast_check(records) -> dict[str, bool]:
     }
 
 
+@pytest.mark.slow
 def test_first_steps_optimise_the_objective_without_collapse(first_steps):
     recipe, records, _ = first_steps
     checks = _fast_check(records)
@@ -82,6 +83,7 @@ def test_first_steps_optimise_the_objective_without_collapse(first_steps):
         assert not any(checks.values()), checks
 
 
+@pytest.mark.slow
 def test_default_recipe_is_healthy_and_the_old_one_fails(first_steps):
     recipe, records, verdict = first_steps
     logs = [r for r in records if "loss" in r][-health.LAST_LOGS :]

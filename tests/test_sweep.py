@@ -108,6 +108,7 @@ def test_quickstart_grids_expand(tmp_path):
             sweep.validation.validate(c.config)
 
 
+@pytest.mark.slow
 def test_sweep_finishes_skips_and_resumes(tmp_path):
     record = sweep.run_sweep(make_grid(), tmp_path, progress=False)
     names = [f"eval/breastmnist/knn/random/f{f}-s{s}" for s in (0, 1) for f in (0.1, 1.0)]
@@ -137,6 +138,7 @@ def test_sweep_finishes_skips_and_resumes(tmp_path):
     assert "eval.knn_k" in changed["cells"][0]["error"]
 
 
+@pytest.mark.slow
 def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     # warmup longer than training fails validation: a real failure, before any compute.
     grid = make_grid(
@@ -164,6 +166,7 @@ def test_failed_cell_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert (tmp_path / "eval/breastmnist/knn/random/f1.0-s0/results.json").exists()
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_resumes(tmp_path):
     calls = []
 
@@ -259,6 +262,7 @@ def test_command_line_refuses_a_root_in_use_in_one_line(tmp_path, start_holder):
     assert [p.name for p in tmp_path.iterdir()] == [".lock"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("evaluate_failed", [False, True])
 def test_a_pretraining_run_that_failed_its_health_check_is_not_evaluated(tmp_path, evaluate_failed):
     """A pretraining run whose health.json says failed: its evaluations are blocked with
@@ -297,6 +301,7 @@ def test_a_pretraining_run_that_failed_its_health_check_is_not_evaluated(tmp_pat
     assert statuses(again)[pre] == "unhealthy" and statuses(again)[bt] == "blocked"
 
 
+@pytest.mark.slow
 def test_a_pretraining_run_from_before_verdicts_is_judged_from_its_metrics(tmp_path):
     """No health.json (a run finished by an older version): the sweep judges its
     metrics.jsonl as the report does, and a collapsed run is not evaluated."""
