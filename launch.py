@@ -4,8 +4,9 @@ The config's `method` chooses the job: `barlow_twins` / `simclr` pretrain an enc
 `finetune` / `linear` / `knn` evaluate one (or a random initialisation) on the labelled task.
 `--mode=preview` writes W/augment_preview.png (originals and their two augmented views) so
 the augmentation can be checked before a long run. `--mode=embed` writes the features of
-every image with `config.init.workdir`'s encoder (`ssljax/embed.py`). This is the only file
-that defines flags.
+every image with `config.init.workdir`'s encoder (`ssljax/embed.py`). The job is named once,
+from --mode and the config's method, and run under the one entry (`ssljax.jobs`,
+`ssljax.entry`): the config validated, the workdir checked and locked, once.
 
 A failure the user can cause ends in one line `error: ...` on stderr and exit status 1 (the
 traceback in W/errors.log, and on the terminal with --verbose); Ctrl-C in one line saying
@@ -68,36 +69,16 @@ def _resume_point() -> str:
 def _run(argv: list[str], checked: list[pathlib.Path]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    # Imported here so --help answers without importing JAX.
-    from ssljax import errors, methods, parallel, validation, workdirs
-
     if not flags.FLAGS["verbosity"].present:
-        # Orbax and JAX log every checkpoint step at INFO; progress bars say what matters.
+        # Orbax and JAX log every checkpoint step at INFO (matplotlib its font cache, on the
+        # import below); progress bars say what matters.
         logging.set_verbosity(logging.WARNING)
-    config = _CONFIG.value
-    validation.validate(config)
-    workdir = workdirs.check(_WORKDIR.value)
-    parallel.initialize_distributed(config.distributed)
-    if _MODE.value == "preview":
-        from ssljax import preview
+    # Imported here so --help answers without importing JAX.
+    from ssljax import jobs
 
-        path = preview.preview_config(config, workdir / "augment_preview.png")
-        print(f"wrote {path}")
-        return
-    with workdirs.lock(workdir), errors.library_logs_to_workdir(workdir):
-        checked.append(workdir)
-        if _MODE.value == "embed":
-            from ssljax import embed
-
-            embed.run(config, workdir)
-        elif config.method in methods.METHODS:
-            from ssljax import pretrain
-
-            pretrain.run(config, workdir)
-        else:
-            from ssljax import evaluate
-
-            evaluate.run(config, workdir)
+    # The one entry: validate, check and lock the workdir, then the job --mode and
+    # config.method name (ssljax.jobs, ssljax.entry).
+    jobs.run(_CONFIG.value, _WORKDIR.value, _MODE.value, what="--workdir", held=checked.append)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -53,17 +53,7 @@ import ml_collections
 import tqdm
 
 from experiments.cells import Cell, expand  # noqa: F401 - the sweep's API
-from ssljax import (
-    errors,
-    evaluate,
-    health,
-    interrupt,
-    pretrain,
-    report_runs,
-    validation,
-    workdirs,
-    writers,
-)
+from ssljax import errors, health, interrupt, jobs, report_runs, workdirs, writers
 
 SWEEP_FILE = "sweep.json"
 # Statuses that make the sweep exit non-zero.
@@ -73,12 +63,9 @@ BAD_STATUSES = ("failed", "blocked", "interrupted", UNHEALTHY)
 
 
 def run_cell(cell: Cell) -> None:
-    """Validates and runs one cell in this process (resuming from its checkpoints)."""
-    validation.validate(cell.config)
-    if cell.kind == "pretrain":
-        pretrain.run(cell.config, cell.workdir)
-    else:
-        evaluate.run(cell.config, cell.workdir)
+    """Runs one cell in this process (resuming from its checkpoints), through the entry
+    launch.py uses (`ssljax.jobs.run`): validated, checked and locked once."""
+    jobs.run(cell.config, cell.workdir)
 
 
 def run_sweep(

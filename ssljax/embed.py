@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ssljax import parallel, plots, writers
+from ssljax import entry, parallel, plots, writers
 from ssljax.data import SPLITS, Dataset, registry, sources
 from ssljax.errors import ConfigError
 from ssljax.evaluate import frozen, setup
@@ -33,9 +33,15 @@ CSV_FILE = "embeddings.csv"
 MAP_FILE = "embeddings_map.png"
 
 
-def run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Embeds every image of `config.data` with `config.init.workdir`'s encoder into
-    `workdir` (checked and locked by the caller); returns {'rows', 'features', 'files'}."""
+    `workdir`, through `ssljax.entry` (config validated, workdir checked and held, once);
+    returns {'rows', 'features', 'files'}."""
+    return entry.run(config, workdir, job)
+
+
+def job(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+    """`run`'s work, for `ssljax.entry`: a valid config, a checked and held workdir."""
     if not config.init.workdir:
         raise ConfigError(
             "config.init.workdir is empty: --mode=embed needs the pretraining run whose "

@@ -18,19 +18,26 @@ from ssljax.errors import ConfigError
 DATA_AXIS = "data"
 
 
+# Whether this process called jax.distributed.initialize (`initialize_distributed`).
+_distributed = False
+
+
 def initialize_distributed(dist: ml_collections.ConfigDict) -> None:
     """Calls `jax.distributed.initialize` when `config.distributed.initialize` is true.
 
     Empty/zero/negative fields are left for JAX to detect (TPU VM metadata, SLURM, ...).
-    Must run before anything touches a device.
+    Must run before anything touches a device. Once per process: a later call (the next job
+    of a sweep) does nothing.
     """
-    if not dist.initialize:
+    global _distributed
+    if not dist.initialize or _distributed:
         return
     jax.distributed.initialize(
         coordinator_address=dist.coordinator_address or None,
         num_processes=dist.num_processes or None,
         process_id=dist.process_id if dist.process_id >= 0 else None,
     )
+    _distributed = True
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

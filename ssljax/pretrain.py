@@ -1,12 +1,12 @@
 """Pretraining: Barlow Twins or SimCLR on the unlabelled training split.
 
-`run(config, workdir)` is what `launch.py` calls. It checks and locks the workdir
-(`ssljax.workdirs`), builds the model and its jitted step, resumes from the newest checkpoint
-that restores when started again with the same command, and trains on `ssljax.loop` with two
-actions: log and kNN monitor. It writes `config.json`, `metrics.jsonl`, TensorBoard events and
-`checkpoints/`; at the end the cross-correlation and embedding pictures
-(`ssljax.representations`) and, last, the final encoder in `encoder/` (the mark of a
-finished run).
+`run(config, workdir)` is what `launch.py` calls (through `ssljax.jobs`, which runs `job`
+under `ssljax.entry`: the config validated, the workdir checked and locked). It builds the
+model and its jitted step, resumes from the newest checkpoint that restores when started
+again with the same command, and trains on `ssljax.loop` with two actions: log and kNN
+monitor. It writes `config.json`, `metrics.jsonl`, TensorBoard events and `checkpoints/`; at
+the end the cross-correlation and embedding pictures (`ssljax.representations`) and, last,
+the final encoder in `encoder/` (the mark of a finished run).
 
 Besides the loss and its terms, it logs whether training is healthy (`ssljax.diagnostics`):
 `weight_change/conv`, `weight_change/bn_scale` and `weight_angle/conv` of the encoder since
@@ -31,6 +31,7 @@ from ssljax import (
     batchnorm,
     checkpoint,
     diagnostics,
+    entry,
     health,
     inference,
     loop,
@@ -40,7 +41,6 @@ from ssljax import (
     parallel,
     representations,
     steps,
-    workdirs,
     writers,
 )
 from ssljax.data import batches, pipeline, registry, sources
@@ -110,18 +110,22 @@ def build(
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
-    """Pretrains an encoder as `config` says, in `workdir`.
+    """Pretrains an encoder as `config` says, in `workdir`, through `ssljax.entry` (config
+    validated, workdir checked and held, once).
 
     Returns the final metrics: the last log record, the last kNN monitor's, the final
     `weight_change/*` and `weight_angle/conv`, and `health`: the verdict of
     `ssljax.health` (also in `health.json`, and printed as the run's last line).
     """
-    workdir = workdirs.check(workdir, what="workdir")
+    return entry.run(config, workdir, job)
+
+
+def job(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+    """`run`'s work, for `ssljax.entry`: a valid config, a checked and held workdir."""
     methods.get(config.method)  # ConfigError naming the pretraining methods
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.train.batch_size, mesh)
-    with workdirs.lock(workdir):
-        return _train(config, workdir, mesh)
+    return _train(config, workdir, mesh)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh) -> dict:

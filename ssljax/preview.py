@@ -100,3 +100,14 @@ def preview_config(config, path: str | pathlib.Path, n: int = 8) -> pathlib.Path
     images, key = step0_batch(config, data.train.images)
     title = f"{data.name} {data.size}px, {config.method}, step 0: original / view 1 / view 2"
     return save_views_grid(images, p1, p2, key, path, n=n, title=title)
+
+
+PREVIEW_FILE = "augment_preview.png"
+
+
+def job(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> pathlib.Path:
+    """`launch.py --mode=preview` under `ssljax.entry` (no lock: it writes one PNG):
+    WORKDIR/augment_preview.png, said in one line."""
+    path = preview_config(config, workdir / PREVIEW_FILE)
+    print(f"wrote {path}")
+    return path

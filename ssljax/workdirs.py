@@ -30,8 +30,8 @@ LOCK_FILE = ".lock"
 MIN_FREE_BYTES = 50 * 2**20
 # Filesystems without flock (some FUSE mounts) answer with one of these.
 _NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
-# realpath of a workdir this process holds -> how many nested `lock` blocks hold it.
-_HELD: dict[str, int] = {}
+# realpaths of the workdirs this process holds.
+_HELD: set[str] = set()
 
 
 def resolve(name: str | os.PathLike, what: str = "--workdir") -> pathlib.Path:
@@ -131,13 +131,14 @@ def _remove_if_unused(path: pathlib.Path, created: list[pathlib.Path]) -> None:
 def lock(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
     """Holds WORKDIR/.lock for the block, creating the folder if needed; yields its path.
 
-    Re-entrant within a process (the sweep's cells and `launch.py` both take it). Only
-    process 0 of a multi-process run locks: all processes share one workdir. Leftover
-    temporary files of a killed run's atomic writes are removed. When the block fails and the
-    run wrote nothing, the folders it created are removed again.
+    A job takes it once (`ssljax.entry`). Only process 0 of a multi-process run locks: all
+    processes share one workdir. Leftover temporary files of a killed run's atomic writes
+    are removed. When the block fails and the run wrote nothing, the folders it created are
+    removed again.
 
     Raises:
       WorkdirInUseError: another process holds the lock, naming its PID and host.
+      WorkdirError: this process holds it already (a job that would lock twice).
     """
     import jax
 
@@ -145,14 +146,10 @@ def lock(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
 
     path = pathlib.Path(workdir)
     key = os.path.realpath(path)
-    if jax.process_index() != 0 or key in _HELD:
-        _HELD[key] = _HELD.get(key, 0) + 1
-        try:
-            yield path
-        finally:
-            _HELD[key] -= 1
-            if not _HELD[key]:
-                del _HELD[key]
+    if key in _HELD:
+        raise WorkdirError(f"{path} is held by this process already: a job locks its workdir once")
+    if jax.process_index() != 0:
+        yield path
         return
     created = []
     p = path.absolute()
@@ -166,14 +163,14 @@ def lock(workdir: str | os.PathLike) -> Iterator[pathlib.Path]:
     except BaseException:
         os.close(fd)
         raise
-    _HELD[key] = 1
+    _HELD.add(key)
     ok = False
     try:
         writers.remove_unfinished_writes(path)
         yield path
         ok = True
     finally:
-        del _HELD[key]
+        _HELD.discard(key)
         if not ok:  # while still holding the lock, so no other run sees it vanish
             _remove_if_unused(path, created)
         os.close(fd)  # releases the flock

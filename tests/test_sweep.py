@@ -11,7 +11,7 @@ import pytest
 
 from experiments import sweep
 from experiments.grids import flatten, overrides, quickstart
-from ssljax import writers
+from ssljax import validation, writers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def test_quickstart_grids_expand(tmp_path):
         cells = sweep.expand(quickstart.get_config(arg), tmp_path)
         assert len(cells) == 1 + protocols * 2 * 2
         for c in cells:
-            sweep.validation.validate(c.config)
+            validation.validate(c.config)
 
 
 @pytest.mark.slow

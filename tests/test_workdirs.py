@@ -31,10 +31,16 @@ def test_kill_9_leaves_no_stale_lock(tmp_path, start_holder):
         assert (path / workdirs.LOCK_FILE).read_text().startswith(f"PID {os.getpid()} on ")
 
 
-def test_lock_is_reentrant_and_removes_what_a_failed_run_made(tmp_path):
+def test_lock_is_taken_once_and_removes_what_a_failed_run_made(tmp_path):
     workdir = tmp_path / "a" / "b"
-    with pytest.raises(RuntimeError), workdirs.lock(workdir), workdirs.lock(workdir):
+    with pytest.raises(RuntimeError), workdirs.lock(workdir):
         assert (workdir / workdirs.LOCK_FILE).is_file()
+        # One entry locks once (issue 23): a second lock in the same process is a bug.
+        with (
+            pytest.raises(WorkdirError, match="held by this process already"),
+            workdirs.lock(workdir),
+        ):
+            pass
         raise RuntimeError("failed before writing anything")
     assert not (tmp_path / "a").exists()
     # A failed run that wrote something keeps its folder.

@@ -1,6 +1,7 @@
 """Evaluation at a label budget: fine-tuning, linear probe, kNN; MedMNIST ACC and AUC.
 
-`run(config, workdir)` is what `launch.py` calls for `method` in `PROTOCOLS`. The encoder
+`run(config, workdir)` is what `launch.py` calls (through `ssljax.jobs`) for `method` in
+`PROTOCOLS`; `job` is its work under `ssljax.entry`. The encoder
 starts from `config.init.workdir` (a pretraining run, or its `encoder/` folder; with
 `init.transfer='batchnorm'` only its BatchNorm parameters, on random kernels) or, when that
 is empty, from random initialisation with the identical network and schedule. BatchNorm
@@ -26,13 +27,12 @@ import numpy as np
 
 from ssljax import (
     batchnorm,
+    entry,
     facts,
     parallel,
     plots,
     results,
-    validation,
     version,
-    workdirs,
     writers,
 )
 from ssljax.data import sources, subsets
@@ -73,15 +73,17 @@ PROTOCOLS = {name: Protocol(_SCORERS[name], module) for name, module in facts.PR
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict[str, Any]:
     """Evaluates as `config.method` says; writes and returns the results record.
 
-    `workdir` is checked (`workdirs.check`) and held (`workdirs.lock`) for the run; when
-    the run fails before writing anything, no folder is left behind.
+    Through `ssljax.entry`: the config is validated, `workdir` checked and held for the run,
+    once; when the run fails before writing anything, no folder is left behind.
     """
+    return entry.run(config, workdir, job)
+
+
+def job(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+    """`run`'s work, for `ssljax.entry`: a valid config, a checked and held workdir."""
     if config.method not in PROTOCOLS:
         raise ConfigError(f"config.method={config.method!r}: protocols are {list(PROTOCOLS)}")
-    validation.validate(config)
-    workdir = workdirs.check(workdir, what="workdir")
-    with workdirs.lock(workdir):
-        return _evaluate(config, workdir)
+    return _evaluate(config, workdir)
 
 
 def _evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
