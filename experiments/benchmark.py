@@ -101,12 +101,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a MedMNIST name read from $SSLJAX_DATA_DIR (e.g. "
         "breastmnist); empty: synthetic uint8 images",
     )
-    p.add_argument("--source", default="memory", choices=("memory", "tfds"), help="input mode")
+    p.add_argument(
+        "--source",
+        default="memory",
+        choices=("memory", "tfds"),
+        help="data.source: where --dataset's images (and the input mode's) come from",
+    )
     p.add_argument("--workers", type=int, default=0, help="input mode: grain worker processes")
     p.add_argument("--threads", type=int, default=2, help="input mode: steps read at once")
     p.add_argument("--prefetch", type=int, default=4, help="input mode: steps read ahead")
     p.add_argument("--images", type=int, default=4096, help="input mode: synthetic images")
-    p.add_argument("--tfds_dir", default="", help="input mode: data.tfds_dir (default: config)")
+    p.add_argument("--tfds_dir", default="", help="data.tfds_dir (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="", help="append the JSON line to this file")
     args = p.parse_args(argv)
@@ -132,6 +137,9 @@ def make_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
     config.model.projector_dims = args.projector_dims
     config.train.batch_size = args.batch
     config.train.steps_per_dispatch = args.steps_per_dispatch
+    # Where --dataset's images come from, as a run's data.source says (sources.open_dataset).
+    config.data.source = args.source
+    config.data.tfds_dir = args.tfds_dir or config.data.tfds_dir
     if args.mode == "step":
         for view in (config.augment.view1, config.augment.view2):
             view.crop_scale = view.crop_ratio = (1.0, 1.0)
