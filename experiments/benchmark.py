@@ -1,6 +1,6 @@
 """Pretraining throughput: the train step, the loop end to end, and augmentation alone.
 
-    python experiments/benchmark.py --method=barlow_twins --model=resnet18 --size=28 \
+    python -m experiments.benchmark --method=barlow_twins --model=resnet18 --size=28 \
         --batch=256 --mode=end_to_end --dataset=breastmnist --out=results.jsonl
 
 Everything is built by the library, as a pretraining run builds it: the method's config
@@ -27,7 +27,6 @@ and, with `--out`, is appended to a file.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -36,6 +35,7 @@ import platform
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,8 +48,19 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
 
-from ssljax import augment, methods, models, optim, parallel, pretrain, steps, validation  # noqa: E402
+from ssljax import (  # noqa: E402
+    augment,
+    cli,
+    methods,
+    models,
+    optim,
+    parallel,
+    pretrain,
+    steps,
+    validation,
+)
 from ssljax.data import batches, sources  # noqa: E402
 
 # The benchmark's own projectors (those of its dated records), not the configs' defaults.
@@ -75,58 +86,70 @@ PEAK_FLOPS = (
 _SYNTHETIC_BATCHES = 4
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--method", default="barlow_twins", choices=sorted(methods.METHODS))
-    p.add_argument("--model", default="resnet18", help="model.name, e.g. resnet18 | resnet50")
-    p.add_argument("--width", type=int, default=64, help="model.width (64: standard ResNet)")
-    p.add_argument("--size", type=int, default=28, help="image side in pixels (data.size)")
-    p.add_argument("--batch", type=int, default=256, help="global batch (train.batch_size)")
-    p.add_argument("--channels", type=int, default=3, choices=(1, 3))
-    p.add_argument("--dtype", default="float32", choices=tuple(models.DTYPES), help="model.dtype")
-    p.add_argument(
-        "--projector",
-        default="",
-        help="widths joined by '-'; default 2048-2048-2048 (BT), 2048-128 (SimCLR)",
+def define_flags(fv: flags.FlagValues) -> None:
+    """The benchmark's flags (absl), in `fv`."""
+    flags.DEFINE_enum(
+        "method", "barlow_twins", sorted(methods.METHODS), "config.method", flag_values=fv
     )
-    p.add_argument("--mode", default="end_to_end", choices=MODES)
-    p.add_argument("--steps", type=int, default=5, help="timed dispatches (calls)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed dispatches after compiling")
-    p.add_argument(
-        "--steps_per_dispatch", type=int, default=1, help="train steps per call (lax.scan)"
+    flags.DEFINE_string("model", "resnet18", "model.name, e.g. resnet18 | resnet50", flag_values=fv)
+    flags.DEFINE_integer("width", 64, "model.width (64: standard ResNet)", flag_values=fv)
+    flags.DEFINE_integer("size", 28, "image side in pixels (data.size)", flag_values=fv)
+    flags.DEFINE_integer("batch", 256, "global batch (train.batch_size)", flag_values=fv)
+    flags.DEFINE_enum("channels", "3", ["1", "3"], "image channels", flag_values=fv)
+    flags.DEFINE_enum("dtype", "float32", list(models.DTYPES), "model.dtype", flag_values=fv)
+    flags.DEFINE_string(
+        "projector",
+        "",
+        "widths joined by '-'; default 2048-2048-2048 (BT), 2048-128 (SimCLR)",
+        flag_values=fv,
     )
-    p.add_argument(
-        "--dataset",
-        default="",
-        help="a MedMNIST name read from $SSLJAX_DATA_DIR (e.g. "
-        "breastmnist); empty: synthetic uint8 images",
+    flags.DEFINE_enum("mode", "end_to_end", list(MODES), "what is timed", flag_values=fv)
+    flags.DEFINE_integer("steps", 5, "timed dispatches (calls)", flag_values=fv)
+    flags.DEFINE_integer("warmup", 1, "untimed dispatches after compiling", flag_values=fv)
+    flags.DEFINE_integer("steps_per_dispatch", 1, "train steps per call (lax.scan)", flag_values=fv)
+    flags.DEFINE_string(
+        "dataset",
+        "",
+        "a MedMNIST name read from $SSLJAX_DATA_DIR (e.g. breastmnist); empty: synthetic "
+        "uint8 images",
+        flag_values=fv,
     )
-    p.add_argument(
-        "--source",
-        default="memory",
-        choices=("memory", "tfds"),
-        help="data.source: where --dataset's images (and the input mode's) come from",
+    flags.DEFINE_enum(
+        "source",
+        "memory",
+        ["memory", "tfds"],
+        "data.source: where --dataset's images (and the input mode's) come from",
+        flag_values=fv,
     )
-    p.add_argument("--workers", type=int, default=0, help="input mode: grain worker processes")
-    p.add_argument("--threads", type=int, default=2, help="input mode: steps read at once")
-    p.add_argument("--prefetch", type=int, default=4, help="input mode: steps read ahead")
-    p.add_argument("--images", type=int, default=4096, help="input mode: synthetic images")
-    p.add_argument("--tfds_dir", default="", help="data.tfds_dir (default: the config's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="", help="append the JSON line to this file")
-    args = p.parse_args(argv)
+    flags.DEFINE_integer("workers", 0, "input mode: grain worker processes", flag_values=fv)
+    flags.DEFINE_integer("threads", 2, "input mode: steps read at once", flag_values=fv)
+    flags.DEFINE_integer("prefetch", 4, "input mode: steps read ahead", flag_values=fv)
+    flags.DEFINE_integer("images", 4096, "input mode: synthetic images", flag_values=fv)
+    flags.DEFINE_string("tfds_dir", "", "data.tfds_dir (default: the config's)", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "config.seed", flag_values=fv)
+    flags.DEFINE_string("out", "", "append the JSON line to this file", flag_values=fv)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> types.SimpleNamespace:
+    """The flags of `argv` (None: sys.argv[1:]) as attributes, `projector_dims` added; a bad
+    flag is one line `error: ...` and SystemExit(2)."""
+    fv, rest = cli.parse(argv, define_flags, "python -m experiments.benchmark [--flags]")
+    if rest:
+        cli.usage_error(f"unexpected arguments: {' '.join(rest)}")
+    args = types.SimpleNamespace(**fv.flag_values_dict())
+    args.channels = int(args.channels)
     if args.steps < 1 or args.warmup < 1 or args.steps_per_dispatch < 1:
-        p.error("--steps, --warmup and --steps_per_dispatch must be >= 1")
+        cli.usage_error("--steps, --warmup and --steps_per_dispatch must be >= 1")
     if not args.projector:
         args.projector = DEFAULT_PROJECTORS[args.method]
     try:
         args.projector_dims = tuple(int(d) for d in args.projector.split("-"))
     except ValueError:
-        p.error(f"--projector={args.projector!r}: give widths joined by '-', e.g. 2048-128")
+        cli.usage_error(f"--projector={args.projector!r}: give widths joined by '-', e.g. 2048-128")
     return args
 
 
-def make_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
+def make_config(args: types.SimpleNamespace) -> ml_collections.ConfigDict:
     """The method's config with the benchmark's settings, validated and locked."""
     config = methods.default_config(methods.get(args.method).config, args.dataset or "breastmnist")
     config.seed = args.seed
@@ -151,7 +174,7 @@ def make_config(args: argparse.Namespace) -> ml_collections.ConfigDict:
     return config
 
 
-def load_images(config: ml_collections.ConfigDict, args: argparse.Namespace) -> np.ndarray:
+def load_images(config: ml_collections.ConfigDict, args: types.SimpleNamespace) -> np.ndarray:
     """uint8 [N, size, size, channels]: the dataset's training images, or random pixels.
 
     A grey dataset benchmarked with --channels=3 has its channel repeated (as a torchvision
@@ -267,7 +290,7 @@ def _memory(device: jax.Device, compiled: Any) -> dict[str, int | None]:
     return {"peak_memory_bytes": stats.get("peak_bytes_in_use"), "compiled_memory_bytes": estimate}
 
 
-def benchmark(args: argparse.Namespace) -> dict[str, Any]:
+def benchmark(args: types.SimpleNamespace) -> dict[str, Any]:
     """Runs one measurement as `args` says; returns its JSON record."""
     config = make_config(args)
     if args.mode == "input":

@@ -8,12 +8,12 @@ reported as `prepare_s`). Without --dataset, a synthetic archive of --images ran
 written once to <tfds_dir>/synthetic/ (there is no real 224 px file on the test machines).
 """
 
-import argparse
 import datetime
 import os
 import pathlib
 import statistics
 import time
+import types
 from typing import Any
 
 import ml_collections
@@ -39,7 +39,7 @@ def synthetic_npz(folder: pathlib.Path, images: int, size: int, channels: int) -
     return path
 
 
-def data_config(config: ml_collections.ConfigDict, args: argparse.Namespace):
+def data_config(config: ml_collections.ConfigDict, args: types.SimpleNamespace):
     """`config.data` for the measured source, pointing at a synthetic file when no dataset."""
     d = ml_collections.ConfigDict(config.data.to_dict())
     d.source = args.source
@@ -51,7 +51,7 @@ def data_config(config: ml_collections.ConfigDict, args: argparse.Namespace):
     return d
 
 
-def measure(config: ml_collections.ConfigDict, args: argparse.Namespace) -> dict[str, Any]:
+def measure(config: ml_collections.ConfigDict, args: types.SimpleNamespace) -> dict[str, Any]:
     """images/s of `batch_at` over `args.steps` timed calls after `args.warmup` untimed ones.
 
     Calls are made back to back, so read-ahead only helps as much as the pipeline keeps up:

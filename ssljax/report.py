@@ -23,7 +23,6 @@ random init as for every other method. OUT (default ROOT/report) receives:
   embeddings_<dataset>.png          PCA of test features, per method and random init
 """
 
-import argparse
 import logging
 import math
 import pathlib
@@ -33,8 +32,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from absl import flags
 
-from ssljax import errors, health, stats
+from ssljax import cli, errors, health, stats
 from ssljax import facts as methods  # the names only: the report imports no JAX
 from ssljax.errors import DataError
 from ssljax.facts import PROTOCOLS, RANDOM
@@ -322,27 +322,28 @@ def make_report(
     return _report(roots, out, model_plots, n_boot)[0]
 
 
+def define_flags(fv: flags.FlagValues) -> None:
+    """The report's flags (absl), in `fv`; the run folders are its positional arguments."""
+    flags.DEFINE_string("out", None, "output folder (default: ROOT/report)", flag_values=fv)
+    flags.DEFINE_bool(
+        "no-model-plots", False, "skip the cross-correlation and embedding figures", flag_values=fv
+    )
+    flags.DEFINE_integer("n-boot", 1000, "bootstrap resamples", flag_values=fv)
+    flags.DEFINE_bool("verbose", False, "print tracebacks of errors", flag_values=fv)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """The command line; a problem with the runs ends in one line `error: ...` (exit 1)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m ssljax.report", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("roots", nargs="+", help="folders holding runs (searched recursively)")
-    parser.add_argument("--out", default=None, help="output folder (default: ROOT/report)")
-    parser.add_argument(
-        "--no-model-plots",
-        action="store_true",
-        help="skip the cross-correlation and embedding figures",
-    )
-    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--verbose", action="store_true", help="print tracebacks of errors")
-    args = parser.parse_args(argv)
+    fv, roots = cli.parse(argv, define_flags, "python -m ssljax.report ROOT [ROOT ...] [--flags]")
+    if not roots:
+        cli.usage_error("name at least one folder holding runs: python -m ssljax.report ROOT")
     logging.basicConfig(format="%(levelname)s: %(message)s")
-    out = pathlib.Path(args.out) if args.out else pathlib.Path(args.roots[0]) / "report"
+    out = pathlib.Path(fv.out) if fv.out else pathlib.Path(roots[0]) / "report"
+    model_plots, n_boot = not fv["no-model-plots"].value, fv["n-boot"].value
     try:
-        paths, rows = _report(args.roots, out, not args.no_model_plots, args.n_boot)
+        paths, rows = _report(roots, out, model_plots, n_boot)
     except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 - bugs are re-raised
-        sys.exit(errors.report_failure(e, None, "from the start", args.verbose))
+        sys.exit(errors.report_failure(e, None, "from the start", fv.verbose))
     print(markdown_tables(rows))
     for name, path in paths.items():
         print(f"{name}: {path}")

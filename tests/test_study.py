@@ -132,3 +132,16 @@ def test_the_report_reads_both_versions_and_leaves_out_an_unknown_one(tmp_path, 
     assert len(evals) == len(paths) - 1
     assert str(paths[0].parent) in {r["workdir"] for r in evals}
     assert f"{paths[1]}: results.json schema_version 9" in caplog.text
+
+
+def test_the_report_command_takes_absl_flags_with_their_old_names(tmp_path, capsys):
+    write_results(tmp_path / "runs")
+    out = tmp_path / "elsewhere"
+    report.main(["--no-model-plots", str(tmp_path / "runs"), f"--out={out}", "--n-boot=20"])
+    assert f"markdown: {out / 'report.md'}" in capsys.readouterr().out
+    for bad, says in ((["--n-boot=many", "x"], "n-boot"), ([], "name at least one folder")):
+        with pytest.raises(SystemExit) as e:
+            report.main(bad)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: ") and says in err
+        assert len(err.strip().splitlines()) == 1
