@@ -21,6 +21,48 @@ from absl import app, flags
 PACKAGE = "ssljax"
 
 
+# The layers of ssljax/, bottom to top (docs/design.md draws them): a module imports only
+# modules of its own layer or below. `core` and `study` import no JAX; a module without a
+# layer here fails tests/test_imports.py until it is given one.
+LAYERS: dict[str, tuple[str, ...]] = {
+    name: tuple(mods.split())
+    for name, mods in {
+        "core": "errors version faults interrupt facts files results cli health metrics "
+        "data.registry data.medmnist_info data.batches",
+        "study": "stats plots report report_runs report_tables report_plots report_health",
+        "device": "parallel models models.conv models.resnet models.heads augment "
+        "augment.params augment.geometry augment.photometric losses optim steps diagnostics "
+        "batchnorm inference probes checkpoint writers workdirs methods",
+        "data": "data data.download data.npzstream data.load data.subsets data.userfiles "
+        "data.folder_scan data.imagefile data.dicom data.folder data.tfds_build "
+        "data.tfds_medmnist data.pipeline data.sources",
+        "entry": "validation entry",
+        "jobs": "loop representations pretrain evaluate evaluate.setup evaluate.frozen "
+        "evaluate.finetune embed preview encoder",
+        "top": "jobs",
+    }.items()
+}
+LAYERS["top"] += ("",)  # "" is the package itself: ssljax.load_encoder
+NO_JAX_LAYERS = ("core", "study")
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of a dotted module name (`ssljax.data.load` -> 'data'), None if unlisted."""
+    short = module.removeprefix(PACKAGE).removeprefix(".")
+    return next((name for name, mods in LAYERS.items() if short in mods), None)
+
+
+def upward_edges(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a module imports from a layer above its own."""
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    return sorted(
+        (m, t)
+        for m, targets in graph.items()
+        for t in targets
+        if layer_of(m) and layer_of(t) and rank[layer_of(t)] > rank[layer_of(m)]
+    )
+
+
 def modules(root: pathlib.Path) -> dict[str, pathlib.Path]:
     """Dotted module name -> its file, for every .py under root/ssljax (a package's
     `__init__.py` goes by the package's name)."""
@@ -133,7 +175,8 @@ def _shortest_cycle(graph: dict[str, set[str]], comp: list[str]) -> list[str]:
 
 
 def summary(root: pathlib.Path) -> dict:
-    """{modules, lines, edges, cycles, largest: (lines, module)} of root/ssljax."""
+    """{modules, lines, edges, cycles, largest: (lines, module), unlayered, upward} of
+    root/ssljax."""
     known = modules(root)
     graph = import_graph(root)
     lines = {m: len(p.read_text().splitlines()) for m, p in known.items()}
@@ -143,6 +186,8 @@ def summary(root: pathlib.Path) -> dict:
         "edges": sum(len(e) for e in graph.values()),
         "cycles": cycles(graph),
         "largest": max((n, m) for m, n in lines.items()),
+        "unlayered": sorted(m for m in known if layer_of(m) is None),
+        "upward": upward_edges(graph),
     }
 
 
@@ -162,6 +207,10 @@ def main(argv: list[str]) -> None:
     print(f"import cycles: {len(s['cycles'])}")
     for cycle in s["cycles"]:
         print("  " + " -> ".join(cycle))
+    print(f"layers: {' < '.join(LAYERS)}; modules without a layer: {len(s['unlayered'])}; ", end="")
+    print(f"imports of a higher layer: {len(s['upward'])}")
+    for importer, imported in s["upward"]:
+        print(f"  {importer} -> {imported}")
 
 
 if __name__ == "__main__":

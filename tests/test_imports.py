@@ -4,6 +4,7 @@
 import inside a function counts: it only runs later), so a cycle cannot hide behind one.
 """
 
+import ast
 import pathlib
 import textwrap
 
@@ -66,3 +67,35 @@ def test_house_counts_this_checkout():
     assert s["modules"] == len(list((REPO / "ssljax").rglob("*.py")))
     assert s["edges"] > s["modules"]  # a library, not a heap of files
     assert s["cycles"] == []
+
+
+def test_every_module_has_a_layer_and_imports_only_down():
+    s = house.summary(REPO)
+    assert not s["unlayered"], (
+        f"give these modules a layer in experiments/house.py: {s['unlayered']}"
+    )
+    assert not s["upward"], "imports of a higher layer: " + "; ".join(
+        f"{a} ({house.layer_of(a)}) -> {b} ({house.layer_of(b)})" for a, b in s["upward"]
+    )
+
+
+def test_the_layers_without_jax_import_none_of_the_training_stack():
+    """Statically, every import statement of the `core` and `study` layers (the subprocess
+    test in test_study.py checks what actually gets imported)."""
+    stack = ("jax", "flax", "optax", "orbax", "chex", "grain", "tensorflow_datasets")
+    known = house.modules(REPO)
+    found = []
+    for module, path in known.items():
+        if house.layer_of(module) not in house.NO_JAX_LAYERS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            found += [(module, n) for n in names if n.split(".")[0] in stack]
+    assert not found, found
+
+
+def test_an_upward_import_is_named(tmp_path):
+    graph = {"ssljax.facts": {"ssljax.pretrain"}, "ssljax.pretrain": {"ssljax.facts"}}
+    assert house.upward_edges(graph) == [("ssljax.facts", "ssljax.pretrain")]
