@@ -29,7 +29,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     for name, mods in {
         "core": "errors version faults interrupt facts files results cli health metrics "
         "data.registry data.medmnist_info data.batches",
-        "study": "stats plots report report_runs report_tables report_plots report_health",
+        # report_headline: issue 21's module on main, placed here for the merge.
+        "study": "stats plots report report_runs report_tables report_plots report_health "
+        "report_headline",
         "device": "parallel models models.conv models.resnet models.heads augment "
         "augment.params augment.geometry augment.photometric losses optim steps diagnostics "
         "batchnorm inference probes checkpoint writers workdirs methods",

@@ -99,3 +99,15 @@ def test_the_layers_without_jax_import_none_of_the_training_stack():
 def test_an_upward_import_is_named(tmp_path):
     graph = {"ssljax.facts": {"ssljax.pretrain"}, "ssljax.pretrain": {"ssljax.facts"}}
     assert house.upward_edges(graph) == [("ssljax.facts", "ssljax.pretrain")]
+
+
+def test_the_design_document_names_every_module():
+    text = (REPO / "docs" / "design.md").read_text()
+    missing = []
+    for path in sorted((REPO / "ssljax").rglob("*.py")):
+        name = path.name if path.name != "__init__.py" else f"{path.parent.name}/"
+        if path.parent == REPO / "ssljax" and path.name == "__init__.py":
+            name = "__init__.py"
+        if name not in text:
+            missing.append(str(path.relative_to(REPO)))
+    assert not missing, f"docs/design.md does not name: {missing}"
