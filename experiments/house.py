@@ -39,7 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "data.folder_scan data.imagefile data.dicom data.folder data.tfds_build "
         "data.tfds_medmnist data.pipeline data.sources",
         "entry": "validation entry",
-        "jobs": "loop representations pretrain evaluate evaluate.setup evaluate.frozen "
+        "jobs": "loop trainer representations pretrain evaluate evaluate.setup evaluate.frozen "
         "evaluate.finetune embed preview encoder",
         "top": "jobs",
     }.items()

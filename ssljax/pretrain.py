@@ -41,12 +41,15 @@ from ssljax import (
     parallel,
     representations,
     steps,
+    trainer,
     writers,
 )
 from ssljax.data import batches, pipeline, registry, sources
 from ssljax.errors import NonFiniteLossError
 
 __all__ = ["NonFiniteLossError", "build", "build_model", "run"]
+# What the non-finite error advises.
+_FIX = "Lower train.base_lr or check the data."
 
 
 def build_model(config: ml_collections.ConfigDict, image_size: int) -> models.PretrainModel:
@@ -100,12 +103,7 @@ def build(
         methods.views(config),
         method.concat_views,
     )
-    train = jax.jit(
-        steps.scan_steps(step_fn),
-        in_shardings=(repl, (parallel.batch_sharding(mesh, 1),), repl, repl),
-        out_shardings=(repl, repl),
-        donate_argnums=0,
-    )
+    train = trainer.jit_steps(step_fn, mesh, batch_args=1)
     return Compiled(model, init, train, jax.jit(steps.make_apply_fn(model)))
 
 
@@ -140,8 +138,8 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     # The initial encoder for `weight_change`: a pure function of the seed, so recomputed on
     # resume rather than checkpointed; a second init because the train step donates `state`.
     params0 = fns.init(init_key).params["encoder"]
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
-    state, start_step = loop.restore(ckpt, fns.init(init_key))
+    training = trainer.Trainer(config, workdir, plan, mesh, "pretraining", _FIX)
+    state, start_step = training.restore(fns.init(init_key))
     writers.write_config(workdir, given)
     d = config.data
     host_batches = pipeline.TrainBatches(
@@ -152,9 +150,7 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
         threads=d.threads,
         prefetch=d.prefetch,
     )
-    writer = writers.MetricWriter(
-        workdir, plan.total_steps, start_step, config.log.progress, desc=config.method
-    )
+    writer = training.open_writer(config.method)
     writer.message(
         f"{config.method} on {data.name} {data.size}px: {len(images)} images, "
         f"{plan.steps_per_epoch} steps/epoch, {plan.total_steps} steps, "
@@ -170,23 +166,15 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path, mesh: Mesh)
     spe, every_epochs = plan.steps_per_epoch, config.log.monitor_every_epochs
     log_every, epoch_end = loop.every(config.log.every_steps, plan), loop.every(spe, plan)
     log = _logger(writer, params0, config.train.batch_size, plan, start_step, summary)
-    pretraining = loop.Loop(
-        train=fns.train,
-        batch_at=lambda step, n: (host_batches.batch_at(step, n),),
-        plan=plan,
-        mesh=mesh,
-        writer=writer,
-        ckpt=ckpt,
-        checkpoint_every=config.checkpoint.every_epochs * spe,
-        what="pretraining",
-        fix="Lower train.base_lr or check the data.",
-        steps_per_dispatch=config.train.steps_per_dispatch,
-        actions=[
+    pretraining = training.loop(
+        fns.train,
+        lambda step, n: (host_batches.batch_at(step, n),),
+        [
             loop.Action(lambda s, n: log_every(s, n) or epoch_end(s, n), log),
             loop.Action(loop.every(every_epochs * spe, plan), monitor),
         ],
     )
-    with loop.closing(ckpt, writer), contextlib.closing(host_batches):
+    with training.closing(), contextlib.closing(host_batches):
         if start_step == 0 and every_epochs:
             monitor(loop.Chunk(0, 1, state, {}))
         state = pretraining.run(state, start_step, train_key)

@@ -17,7 +17,6 @@ import numpy as np
 from ssljax import (
     augment,
     batchnorm,
-    checkpoint,
     inference,
     loop,
     metrics,
@@ -25,7 +24,7 @@ from ssljax import (
     optim,
     parallel,
     steps,
-    writers,
+    trainer,
 )
 from ssljax.data import batches
 from ssljax.evaluate import setup
@@ -59,30 +58,22 @@ def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> d
     init_key, train_key = steps.derive_keys(config.seed)
     repl = parallel.replicated(mesh)
     init = _init_fn(model, tx, data.train.images.shape[1:], config.init.transfer)
+    training = trainer.Trainer(config, workdir, plan, mesh, "fine-tuning", "Lower train.base_lr.")
     # The encoder variables are an argument, not a closure: a closure's arrays would be
     # baked into the compiled program as constants.
-    state = jax.jit(init, out_shardings=repl)(init_key, init_vars)
+    state = training.init(init, init_key, init_vars)
     # Each selection's best variables travel with the state, so a resumed run keeps them.
     best = {name: _best(state.params, state.batch_stats, -1.0, 0, repl) for name in SELECTIONS}
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.checkpoint.keep)
-    carry, start_step = loop.restore(ckpt, {"state": state, **best})
+    carry, start_step = training.restore({"state": state, **best})
     state, best = carry.pop("state"), carry
     view = augment.ViewParams.from_config(config.augment.view1) if config.augment.enabled else None
     step_fn = steps.make_classifier_step(
         model, tx, schedule, setup.classification_loss(data.task), view
     )
-    batch_sharding = parallel.batch_sharding(mesh, 1)
-    train_fn = jax.jit(
-        steps.scan_steps(step_fn),
-        in_shardings=(repl, (batch_sharding,) * 3, repl, repl),
-        out_shardings=(repl, repl),
-        donate_argnums=0,
-    )
+    train_fn = trainer.jit_steps(step_fn, mesh, batch_args=3)  # images, labels, mask
     predict = _predictor(config, data, model, mesh)
     subsets = {"full_val": np.arange(len(data.val)), "low_label_val": val_idx}
-    writer = writers.MetricWriter(
-        workdir, plan.total_steps, start_step, config.log.progress, desc=f"finetune {data.name}"
-    )
+    writer = training.open_writer(f"finetune {data.name}")
 
     def score_epoch(chunk: loop.Chunk) -> None:
         """Scores val, keeps each selection's best epoch, writes the epoch's record."""
@@ -99,21 +90,13 @@ def run(config, workdir, data, labelled, val_idx, encoder, init_vars, mesh) -> d
         writer.write(chunk.step, record)
         writer.progress(0, epoch=epoch, loss=record["loss"], val_auc=record["val_auc"])
 
-    finetuning = loop.Loop(
-        train=train_fn,
-        batch_at=_batch_at(config, data, labelled),
-        plan=plan,
-        mesh=mesh,
-        writer=writer,
-        ckpt=ckpt,
-        checkpoint_every=config.checkpoint.every_epochs * plan.steps_per_epoch,
-        what="fine-tuning",
-        fix="Lower train.base_lr.",
-        steps_per_dispatch=config.train.steps_per_dispatch,
-        actions=[loop.Action(loop.every(plan.steps_per_epoch, plan), score_epoch)],
+    finetuning = training.loop(
+        train_fn,
+        _batch_at(config, data, labelled),
+        [loop.Action(loop.every(plan.steps_per_epoch, plan), score_epoch)],
         saved=lambda state: {"state": state, **best},
     )
-    with loop.closing(ckpt, writer):
+    with training.closing():
         finetuning.run(state, start_step, train_key)
     out: dict[str, Any] = {"selection": {}, "epochs": config.train.epochs}
     out["steps"] = plan.total_steps
