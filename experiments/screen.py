@@ -37,7 +37,6 @@ from ssljax import (
     pretrain,
     report_runs,
     stats,
-    validation,
     workdirs,
     writers,
 )
@@ -45,11 +44,11 @@ from ssljax.errors import ConfigError
 
 
 def recipe_config(grid: ml_collections.ConfigDict, recipe: str) -> ml_collections.ConfigDict:
-    """The pretraining config of `recipe`: the method's default, `common`, then the recipe."""
+    """The pretraining config of `recipe`: the method's default, `common`, then the recipe
+    (validated once, by the run's entry: `pretrain.run`)."""
     config = methods.default_config(methods.get(grid.method).config, grid.dataset)
     apply_overrides(config, grid.common, "common")
     apply_overrides(config, grid.recipes[recipe], f"recipes.{recipe}")
-    validation.validate(config)
     return config
 
 
@@ -57,14 +56,13 @@ def eval_config(
     grid: ml_collections.ConfigDict, protocol: str, init_workdir: str
 ) -> ml_collections.ConfigDict:
     """The `protocol` config of the screen's dataset and width, from `init_workdir` ('' for
-    the random encoder)."""
+    the random encoder); validated once, by the run's entry (`evaluate.run`)."""
     config = methods.default_config(evaluate.PROTOCOLS[protocol].config, grid.dataset)
     for key in ("data.root", "model.width", "log.progress"):
         section, leaf = key.split(".")
         if leaf in grid.common.get(section, {}):
             config[section][leaf] = grid.common[section][leaf]
     config.init.workdir = init_workdir
-    validation.validate(config)
     return config
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from experiments import screen
 from experiments.grids import bt_screen, overrides
-from ssljax import health
+from ssljax import health, validation
 from ssljax.errors import ConfigError
 
 
@@ -65,6 +65,7 @@ def test_every_recipe_of_the_committed_screen_is_a_valid_config():
     grid = bt_screen.get_config()
     for recipe in grid.recipes:
         config = screen.recipe_config(grid, recipe)
+        validation.validate(config)
         assert config.model.width == 16 and config.train.batch_size == 128
 
 
