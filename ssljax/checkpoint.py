@@ -22,6 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from ssljax import errors, faults
+from ssljax.files import CONFIG_FILE
 
 COMMIT_MARKER = "commit_success.txt"
 CHECKPOINT_DIR = "checkpoints"
@@ -198,6 +199,15 @@ def save_encoder(workdir: str | pathlib.Path, variables: dict[str, Any]) -> path
         ckptr.save(path, variables, force=True)
         faults.point("encoder_export")
     return path
+
+
+def run_config_file(source: str | pathlib.Path) -> pathlib.Path | None:
+    """The config.json of the pretraining run whose encoder `source` names (`init.workdir`:
+    the run's workdir, or its `encoder/` folder), or None for an export standing alone: the
+    one way evaluation, embed and `ssljax.load_encoder` find the run behind an encoder."""
+    source = pathlib.Path(source).expanduser()
+    folders = [source, source.parent] if source.name == ENCODER_DIR else [source]
+    return next((f / CONFIG_FILE for f in folders if (f / CONFIG_FILE).is_file()), None)
 
 
 def load_encoder(path: str | pathlib.Path) -> dict[str, Any]:

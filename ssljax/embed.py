@@ -23,7 +23,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ssljax import entry, parallel, plots, writers
+from ssljax import checkpoint, entry, parallel, plots, writers
 from ssljax.data import SPLITS, Dataset, registry, sources
 from ssljax.errors import ConfigError
 from ssljax.evaluate import frozen, setup
@@ -81,8 +81,8 @@ def job(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, A
 def _check_size(config: ml_collections.ConfigDict, size: int) -> None:
     """ConfigError when `config.init.workdir`'s run pretrained at another size than `size`
     (its features at another size would come without a word)."""
-    run_config = setup._init_run_config(pathlib.Path(config.init.workdir).expanduser())
-    if not run_config.is_file():
+    run_config = checkpoint.run_config_file(config.init.workdir)
+    if run_config is None:
         return  # an encoder export without its run: the size is not known
     theirs = writers.read_config(run_config.parent)["data"]["size"]
     if theirs != size:

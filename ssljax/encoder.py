@@ -86,10 +86,8 @@ def load_encoder(
 
 def _run_config(source: pathlib.Path) -> dict[str, Any]:
     """The pretraining run's config.json ({} when the export stands alone)."""
-    for folder in (source, source.parent):
-        if (folder / writers.CONFIG_FILE).is_file():
-            return writers.read_config(folder)
-    return {}
+    path = checkpoint.run_config_file(source)
+    return writers.read_config(path.parent) if path else {}
 
 
 def _model(variables, run_config, source) -> tuple[models.ResNet, tuple[int, int, int]]:

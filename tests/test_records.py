@@ -217,3 +217,17 @@ def test_tensorboard_events_are_tfrecords_of_the_logged_scalars(tmp_path):
     assert events[0].file_version == "brain.Event:2"
     scalars = [(e.step, {v.tag: v.simple_value for v in e.summary.value}) for e in events[1:]]
     assert scalars == [(1, {"loss": 1.5, "epoch": 0.0}), (2, {"loss": 1.25})]
+
+
+def test_the_run_behind_an_encoder_is_found_one_way(tmp_path):
+    """`init.workdir` names a run or its encoder/ folder; evaluation, embed and
+    load_encoder all find the run's config.json through `checkpoint.run_config_file`."""
+    run = tmp_path / "run"
+    (run / checkpoint.ENCODER_DIR).mkdir(parents=True)
+    (run / writers.CONFIG_FILE).write_text("{}")
+    assert checkpoint.run_config_file(run) == run / writers.CONFIG_FILE
+    assert checkpoint.run_config_file(run / checkpoint.ENCODER_DIR) == run / writers.CONFIG_FILE
+    export = tmp_path / "export"
+    export.mkdir()
+    (tmp_path / writers.CONFIG_FILE).write_text("{}")  # its parent's is another run's
+    assert checkpoint.run_config_file(export) is None

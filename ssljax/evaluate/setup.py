@@ -77,13 +77,6 @@ def check_classes(data: Dataset, labelled: np.ndarray) -> None:
             )
 
 
-def _init_run_config(source: pathlib.Path) -> pathlib.Path:
-    """The config.json of the pretraining run that exported the encoder at `source`."""
-    if source.name == checkpoint.ENCODER_DIR and not (source / writers.CONFIG_FILE).exists():
-        return source.parent / writers.CONFIG_FILE
-    return source / writers.CONFIG_FILE
-
-
 def load_init(
     config: ml_collections.ConfigDict, encoder: models.ResNet, image_shape: tuple
 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -106,8 +99,8 @@ def load_init(
         lambda: encoder.init(jax.random.key(0), jnp.zeros((1, *image_shape)), train=False)
     )
     shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)  # noqa: E731
-    init_config = _init_run_config(source)
-    theirs = writers.read_config(init_config.parent) if init_config.exists() else None
+    init_config = checkpoint.run_config_file(source)
+    theirs = writers.read_config(init_config.parent) if init_config else None
     if shapes(variables) != shapes(dict(expected)):
         used = ""
         if theirs is not None:
