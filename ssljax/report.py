@@ -268,6 +268,7 @@ def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
         "",
         *summary_lines(rows),
         *report_headline.markdown(report_headline.headline(selected)),
+        *report_headline.auc_table(selected),
         INTRO,
         "",
         *sweep_lines(roots),

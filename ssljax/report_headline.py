@@ -76,6 +76,56 @@ def headline(groups: dict[tuple, dict[int, dict]], confidence: float = 0.95) -> 
     return out
 
 
+def auc_table(groups: dict[tuple, dict[int, dict]], confidence: float = 0.95) -> list[str]:
+    """'## Test AUC per arm': per dataset and model, protocol x label budget rows and one
+    column per arm, each cell the mean test AUC and its interval: over pretraining runs
+    (`stats.two_level_ci` on the AUCs themselves) where the seeds came from 2 or more, else
+    a t interval over seeds. Random init's 'runs' are its seeds."""
+    if not groups:
+        return []
+    arms = sorted({k[3] for k in groups}, key=lambda m: (m != RANDOM, m))
+    out = [
+        "## Test AUC per arm",
+        "",
+        f"Mean test AUC and its {round(100 * confidence)}% interval: over pretraining runs "
+        "where the evaluation seeds started from 2 or more (two levels), else over seeds.",
+        "",
+    ]
+    for dataset, model in dict.fromkeys(k[:2] for k in groups):
+        out += [
+            f"### {dataset} · {model}",
+            "",
+            f"| protocol | labels | {' | '.join(arms)} |",
+            f"|---|---:|{'---|' * len(arms)}",
+        ]
+        rows = {k[2:5:2] for k in groups if k[:2] == (dataset, model)}
+        for protocol, f in sorted(rows, key=_row_order):
+            cells = []
+            for arm in arms:
+                by_seed = groups.get((dataset, model, protocol, arm, f))
+                if by_seed is None:
+                    cells.append("–")
+                    continue
+                seeds = sorted(by_seed)
+                values = [by_seed[s]["test_auc"] for s in seeds]
+                runs = [by_seed[s]["init_workdir"] or f"seed {s}" for s in seeds]
+                two = stats.two_level_ci(values, runs, confidence)
+                cells.append(f"{two['mean']:.3f} {_interval(two['ci'])} (n={len(seeds)})")
+            out.append(f"| {protocol} | {f:g} | {' | '.join(cells)} |")
+        out.append("")
+    return out
+
+
+def _row_order(protocol_fraction: tuple[str, float]) -> tuple:
+    protocol, fraction = protocol_fraction
+    order = ("finetune", "linear", "knn")
+    return (order.index(protocol) if protocol in order else len(order), protocol, fraction)
+
+
+def _interval(ci: tuple[float, float] | None) -> str:
+    return "n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def _gain_text(gain: dict[str, Any] | None) -> str:
     if gain is None or gain["mean"] is None:
         return "–"

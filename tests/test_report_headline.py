@@ -125,6 +125,13 @@ def test_the_report_carries_two_levels_and_the_headline(tmp_path):
     assert "## Headline: labels saved by pretraining" in text
     mean, (lo, hi) = _t_interval([0.01, 0.01, -0.01])
     assert f"| finetune | barlow_twins | 0.1 | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] |" in text
+    # The per-arm table: Barlow Twins' AUC over its three pretraining runs, random init's
+    # over its seeds.
+    bt_mean, (bt_lo, bt_hi) = _t_interval([0.85, 0.86, 0.87])
+    ref_mean, (ref_lo, ref_hi) = _t_interval([0.90, 0.92, 0.94])
+    assert (f"| finetune | 1 | {ref_mean:.3f} [{ref_lo:.3f}, {ref_hi:.3f}] (n=3) | 0.953 [") in text
+    assert "| finetune | 0.01 | 0.810 [" in text
+    assert f"(n=3) | {bt_mean:.3f} [{bt_lo:.3f}, {bt_hi:.3f}] (n=3) |" in text
     with open(paths["csv"]) as f:
         by_method = {(r["method"], r["label_fraction"]): r for r in csv.DictReader(f)}
     assert by_method[("barlow_twins", "0.01")]["gain_auc_levels"] == "2"
