@@ -22,8 +22,18 @@ SOLO = {
     "train.warmup_fraction": 0.1,
     "train.weight_decay": 1e-4,
     "loss.temperature": 0.2,
-    "augment.view1.crop_scale": (0.08, 1.0),
-    "augment.view2.crop_scale": (0.08, 1.0),
+    **{
+        f"augment.{view}.{key}": value
+        for view in ("view1", "view2")
+        for key, value in (
+            ("crop_scale", (0.08, 1.0)),
+            ("brightness", 0.8),
+            ("contrast", 0.8),
+            ("saturation", 0.8),
+            ("hue", 0.2),
+            ("blur_prob", 0.5),
+        )
+    },
 }
 
 
