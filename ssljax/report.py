@@ -24,7 +24,7 @@ random init as for every other method. OUT (default ROOT/report) receives:
 """
 
 import logging
-import math
+import os
 import pathlib
 import sys
 import zipfile
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from ssljax import cli, errors, health, stats
+from ssljax import cli, errors, health, report_headline, stats
 from ssljax import facts as methods  # the names only: the report imports no JAX
 from ssljax.errors import DataError
 from ssljax.facts import PROTOCOLS, RANDOM
@@ -96,29 +96,6 @@ def select(evals: Sequence[dict[str, Any]], score: str = "val_auc") -> dict[tupl
     }
 
 
-def paired(
-    ours: dict[int, float], base: dict[int, float], confidence: float = 0.95
-) -> dict[str, Any]:
-    """Paired comparison over the seeds both have: d = ours - base.
-
-    Returns {n, mean (None when n = 0), t (paired t statistic, n - 1 degrees of freedom;
-    None when n < 2 or all differences are equal), up (seeds with d > 0), ci (the t
-    interval at `confidence`; None when n < 2)}.
-    """
-    seeds = sorted(ours.keys() & base.keys())
-    d = np.asarray([ours[s] - base[s] for s in seeds], np.float64)
-    out: dict[str, Any] = {"n": len(d), "mean": None, "t": None, "up": int((d > 0).sum())}
-    out["ci"] = None
-    if len(d):
-        out["mean"], out["ci"] = stats.paired_t_ci(d, confidence)
-    if len(d) >= 2:
-        sd = float(d.std(ddof=1))
-        # Equal differences (up to float rounding of the scores) leave t undefined.
-        if sd > 1e-9:
-            out["t"] = out["mean"] / (sd / math.sqrt(len(d)))
-    return out
-
-
 def _load_scores(path: str, cache: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """(scores float32 [N, C], labels [N] or [N, L]) of a run's test_scores.npz; None, with a
     warning naming it, when it cannot be read."""
@@ -159,6 +136,11 @@ def _by_seed(runs: dict[int, dict], field: str) -> dict[int, float]:
     return {s: r[field] for s, r in runs.items()}
 
 
+def _runs(by_seed: dict[int, dict]) -> dict[int, str]:
+    """seed -> the pretraining run (its normalised workdir) an evaluation started from."""
+    return {s: os.path.normpath(r["init_workdir"]) for s, r in by_seed.items()}
+
+
 def _low_label(row: dict, by_seed: dict, base: dict | None, confidence: float) -> None:
     """Adds the label-budget val selection's test metrics and paired AUC gain to `row`."""
     row.update(low_n_val=sorted({r["low_n_val"] for r in by_seed.values()}))
@@ -170,7 +152,8 @@ def _low_label(row: dict, by_seed: dict, base: dict | None, confidence: float) -
     row["gain_low_auc"] = None
     if base is not None and row["method"] != RANDOM:
         field = "low_test_auc"
-        row["gain_low_auc"] = paired(_by_seed(by_seed, field), _by_seed(base, field), confidence)
+        mine, theirs = _by_seed(by_seed, field), _by_seed(base, field)
+        row["gain_low_auc"] = stats.paired_gain(mine, theirs, confidence, _runs(by_seed))
 
 
 def _test_metrics(row: dict, by_seed: dict, base: dict | None, confidence: float) -> None:
@@ -184,7 +167,8 @@ def _test_metrics(row: dict, by_seed: dict, base: dict | None, confidence: float
         if row["method"] != RANDOM:
             row[f"verdict_{metric}"] = "untested"
         if base is not None:
-            gain = paired(_by_seed(by_seed, field), _by_seed(base, field), confidence)
+            mine, theirs = _by_seed(by_seed, field), _by_seed(base, field)
+            gain = stats.paired_gain(mine, theirs, confidence, _runs(by_seed))
             gain["boot"] = row["bootstrap"] and row["bootstrap"][metric]["interval"]
             row[f"verdict_{metric}"] = stats.verdict(gain["ci"], gain["boot"])
             if row["pretraining"] == "failed":  # numbers shown, never worded
@@ -203,7 +187,7 @@ def aggregate(
 ) -> list[dict[str, Any]]:
     """Rows per (dataset, model, protocol, method, label fraction), after the lr selection
     (`select`): mean and sample std (ddof=1; None for one seed) of test ACC/AUC; the paired
-    gain over random init (`paired`, with its t interval) and `bootstrap` interval; the
+    gain over random init (`stats.paired_gain`, with its t interval) and `bootstrap` interval; the
     words they allow (`verdict_acc`, `verdict_auc`: stats.verdict; None for random init;
     'pretraining failed' where a run's pretraining has that health verdict); `pretraining`,
     the worst health verdict of the row's pretraining runs (`ssljax.health`);
@@ -259,7 +243,8 @@ def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
         )
     out.mkdir(parents=True, exist_ok=True)
     rows = aggregate(evals, n_boot=n_boot)
-    chosen = {r["workdir"] for by_seed in select(evals).values() for r in by_seed.values()}
+    selected = select(evals)
+    chosen = {r["workdir"] for by_seed in selected.values() for r in by_seed.values()}
     paths = {"csv": write_csv(rows, out / "results.csv")}
     paths["runs_csv"] = write_runs_csv(evals, chosen, out / "runs.csv")
     notes: list[str] = []
@@ -282,6 +267,8 @@ def _report(roots, out: pathlib.Path, model_plots: bool, n_boot: int):
         f"{len(evals)} evaluation runs and {len(pretrains)} pretraining runs under {where}.",
         "",
         *summary_lines(rows),
+        *report_headline.markdown(report_headline.headline(selected)),
+        *report_headline.auc_table(selected),
         INTRO,
         "",
         *sweep_lines(roots),

@@ -5,7 +5,14 @@ labelled subset) and the same test images. Two sources of chance move it: the se
 labelled subset, the initialisation of the head, the batch order) and the finite test set.
 `paired_t_ci` covers the first, `paired_bootstrap_ci` the second; the report claims a gain
 only where both intervals exclude 0.
+
+Where the evaluation seeds start from several pretraining runs (seed i from pretraining run
+p(i)), the pretraining run is a third source of chance, shared by its seeds: `two_level_ci`
+puts a t interval over the pretraining runs' mean differences, which carries both levels.
 """
+
+import math
+from typing import Any
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -44,6 +51,90 @@ def paired_t_ci(d, confidence: float = 0.95) -> tuple[float, Interval | None]:
     half = scipy_stats.t.ppf((1.0 + confidence) / 2.0, d.size - 1) * d.std(ddof=1)
     half /= np.sqrt(d.size)
     return mean, (mean - float(half), mean + float(half))
+
+
+def two_level_ci(d, groups, confidence: float = 0.95) -> dict:
+    """Mean paired difference and its t interval when seeds are nested in pretraining runs.
+
+    The differences of one pretraining run are averaged first (m_j, j = 1..J); the gain is
+    the mean of the m_j (each pretraining run weighs the same), and the interval is Student
+    t's over the m_j with J - 1 degrees of freedom. Each m_j varies by the pretraining run
+    (between-run variance s_b^2) and by its n_j evaluation seeds (s_w^2 / n_j), so the
+    spread of the m_j measures both levels at once; with equal n_j and normal effects the
+    interval's coverage is exact, and no variance component needs estimating. Treating all
+    seeds as independent instead (`paired_t_ci`) ignores that seeds of one pretraining run
+    share its luck and covers the truth less often than stated (tests/test_stats.py).
+
+    Args:
+      d: float [n], one difference (ours - base) per evaluation seed.
+      groups: [n] hashables, the pretraining run of each seed (e.g. its workdir).
+      confidence: the interval's coverage, in (0, 1).
+    Returns:
+      {'mean', 'ci' ((low, high); None for J < 2), 'n_runs' (J), 'n_seeds' (n),
+      'within_sd' (pooled sd of d within runs; None without a run of 2+ seeds),
+      'between_sd' (method-of-moments sd of the runs' true gains, floored at 0; None where
+      within_sd is)}.
+    Raises:
+      ValueError: d and groups differ in length, d is empty, or confidence is outside (0, 1).
+    """
+    d = np.asarray(d, np.float64)
+    groups = list(groups)
+    if d.ndim != 1 or d.size == 0 or len(groups) != d.size:
+        raise ValueError(f"need one group per difference; got d {d.shape}, {len(groups)} groups")
+    runs = list(dict.fromkeys(groups))
+    members = [d[[g == run for g in groups]] for run in runs]
+    means = np.asarray([m.mean() for m in members])
+    mean, ci = paired_t_ci(means, confidence)
+    out = {"mean": mean, "ci": ci, "n_runs": len(runs), "n_seeds": int(d.size)}
+    out["within_sd"] = out["between_sd"] = None
+    dof = sum(len(m) - 1 for m in members)
+    if dof > 0 and len(runs) > 1:
+        within_var = sum(((m - m.mean()) ** 2).sum() for m in members) / dof
+        n_harmonic = len(members) / sum(1.0 / len(m) for m in members)
+        between_var = max(float(means.var(ddof=1)) - within_var / n_harmonic, 0.0)
+        out["within_sd"], out["between_sd"] = (
+            float(np.sqrt(within_var)),
+            float(np.sqrt(between_var)),
+        )
+    return out
+
+
+def paired_gain(
+    ours: dict[int, float],
+    base: dict[int, float],
+    confidence: float = 0.95,
+    runs: dict[int, str] | None = None,
+) -> dict[str, Any]:
+    """Paired comparison over the seeds both have: d = ours - base.
+
+    `runs` names the pretraining run each seed of `ours` started from. Where the seeds come
+    from 2 or more pretraining runs, mean and interval are `two_level_ci`'s (a t
+    interval over the runs' mean differences, so pretraining variance is in it; 'levels' 2);
+    otherwise `paired_t_ci` over seeds ('levels' 1).
+
+    Returns {n (seeds), n_runs (pretraining runs; 1 without `runs`), levels, mean (None
+    when n = 0), t (paired t statistic over seeds, n - 1 degrees of freedom; None when
+    n < 2 or all differences are equal), up (seeds with d > 0), ci (the interval at
+    `confidence`; None when n < 2, or fewer than 2 runs where levels is 2), within_sd /
+    between_sd (two_level_ci's variance components; levels 2 only)}.
+    """
+    seeds = sorted(ours.keys() & base.keys())
+    d = np.asarray([ours[s] - base[s] for s in seeds], np.float64)
+    out: dict[str, Any] = {"n": len(d), "mean": None, "t": None, "up": int((d > 0).sum())}
+    out.update(ci=None, n_runs=1, levels=1)
+    groups = [runs[s] for s in seeds] if runs else []
+    if len(set(groups)) >= 2:
+        two = two_level_ci(d, groups, confidence)
+        out.update(levels=2, mean=two["mean"], ci=two["ci"], n_runs=two["n_runs"])
+        out.update(within_sd=two["within_sd"], between_sd=two["between_sd"])
+    elif len(d):
+        out["mean"], out["ci"] = paired_t_ci(d, confidence)
+    if len(d) >= 2:
+        sd = float(d.std(ddof=1))
+        # Equal differences (up to float rounding of the scores) leave t undefined.
+        if sd > 1e-9:
+            out["t"] = float(d.mean()) / (sd / math.sqrt(len(d)))
+    return out
 
 
 def excludes_zero(interval: Interval | None) -> bool:

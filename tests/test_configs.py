@@ -126,3 +126,24 @@ def test_arms_name_methods_transfers_and_random():
     for bad in ("byol", "random:bn", "simclr:xx"):
         with pytest.raises(validation.ConfigError, match=f"unknown arm {bad!r}"):
             methods.parse_arm(bad)
+
+
+@pytest.mark.parametrize(
+    ("grid_module", "default", "screened"),
+    [
+        ("bt_screen", "default", "lars_eta003_crop035"),
+        ("simclr_screen", "simclr_default", "simclr_eta003_crop035_weak"),
+    ],
+)
+def test_the_default_recipes_are_the_screened_ones(grid_module, default, screened):
+    """configs/barlow.py and configs/simclr.py are the rows of the 2026-12-06 screens that
+    passed their health verdict: a later edit of either shows up here."""
+    import importlib
+
+    from experiments import screen
+    from ssljax import writers
+
+    grid = importlib.import_module(f"experiments.grids.{grid_module}").get_config()
+    assert writers.config_json(screen.recipe_config(grid, default)) == writers.config_json(
+        screen.recipe_config(grid, screened)
+    )

@@ -6,7 +6,7 @@ scores sit in one table. `simclr_default` is whatever `configs/simclr.py` says t
 `solo` spells out solo-learn's recipe (LARS trust 0.02, its clip on each gradient), which
 failed the health verdict at this budget (positive-pair accuracy 1%, embedding RankMe
 157 -> 12.5); the others try the Barlow Twins cure of 2026-12-06 on it (trust 0.003 without
-the clip), and its 35% crops.
+the clip), its 35% crops, and lighter views.
 """
 
 import ml_collections
@@ -22,8 +22,31 @@ SOLO = {
     "train.warmup_fraction": 0.1,
     "train.weight_decay": 1e-4,
     "loss.temperature": 0.2,
-    "augment.view1.crop_scale": (0.08, 1.0),
-    "augment.view2.crop_scale": (0.08, 1.0),
+    **{
+        f"augment.{view}.{key}": value
+        for view in ("view1", "view2")
+        for key, value in (
+            ("crop_scale", (0.08, 1.0)),
+            ("brightness", 0.8),
+            ("contrast", 0.8),
+            ("saturation", 0.8),
+            ("hue", 0.2),
+            ("blur_prob", 0.5),
+        )
+    },
+}
+
+
+WEAK = {
+    f"augment.{view}.{key}": value
+    for view in ("view1", "view2")
+    for key, value in (
+        ("brightness", 0.4),
+        ("contrast", 0.4),
+        ("saturation", 0.4),
+        ("hue", 0.1),
+        ("blur_prob", 0.0),
+    )
 }
 
 
@@ -34,6 +57,9 @@ def recipes() -> dict[str, dict]:
         "simclr_solo": SOLO,
         "simclr_eta003": eta003,
         "simclr_eta003_crop035": {**eta003, **bt_screen.crop(0.35)},
+        # lightly's CIFAR-10 SimCLR views (and the SimCLR paper's for CIFAR): colour jitter
+        # at strength 0.5 and no blur, which at 28 px (sigma up to 2 px) erases most detail.
+        "simclr_eta003_crop035_weak": {**eta003, **bt_screen.crop(0.35), **WEAK},
     }
 
 
