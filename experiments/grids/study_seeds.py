@@ -24,7 +24,8 @@ configs/simclr.py), against the identical network from random initialisation.
 - kNN: k = 20, cosine.
 
 Cut for time (issue 21 allows it): BreastMNIST at 28 and 64 px, longer pretraining, and
-more evaluation seeds.
+more evaluation seeds. The 2026-12-06 run also left out fine-tuning at 10% of the labels:
+experiments/results/2026-12-06-study_seeds/README.md gives the commands of its parts.
 """
 
 import ml_collections
