@@ -24,7 +24,6 @@ random init as for every other method. OUT (default ROOT/report) receives:
 """
 
 import logging
-import os
 import pathlib
 import sys
 import zipfile
@@ -38,6 +37,7 @@ from ssljax import cli, errors, health, report_headline, stats
 from ssljax import facts as methods  # the names only: the report imports no JAX
 from ssljax.errors import DataError
 from ssljax.facts import PROTOCOLS, RANDOM
+from ssljax.report_headline import pretraining_runs
 from ssljax.report_runs import (  # noqa: F401  (re-exported: callers use report.X)
     SCORES_FILE,
     collect,
@@ -136,11 +136,6 @@ def _by_seed(runs: dict[int, dict], field: str) -> dict[int, float]:
     return {s: r[field] for s, r in runs.items()}
 
 
-def _runs(by_seed: dict[int, dict]) -> dict[int, str]:
-    """seed -> the pretraining run (its normalised workdir) an evaluation started from."""
-    return {s: os.path.normpath(r["init_workdir"]) for s, r in by_seed.items()}
-
-
 def _low_label(row: dict, by_seed: dict, base: dict | None, confidence: float) -> None:
     """Adds the label-budget val selection's test metrics and paired AUC gain to `row`."""
     row.update(low_n_val=sorted({r["low_n_val"] for r in by_seed.values()}))
@@ -153,7 +148,7 @@ def _low_label(row: dict, by_seed: dict, base: dict | None, confidence: float) -
     if base is not None and row["method"] != RANDOM:
         field = "low_test_auc"
         mine, theirs = _by_seed(by_seed, field), _by_seed(base, field)
-        row["gain_low_auc"] = stats.paired_gain(mine, theirs, confidence, _runs(by_seed))
+        row["gain_low_auc"] = stats.paired_gain(mine, theirs, confidence, pretraining_runs(by_seed))
 
 
 def _test_metrics(row: dict, by_seed: dict, base: dict | None, confidence: float) -> None:
@@ -168,7 +163,7 @@ def _test_metrics(row: dict, by_seed: dict, base: dict | None, confidence: float
             row[f"verdict_{metric}"] = "untested"
         if base is not None:
             mine, theirs = _by_seed(by_seed, field), _by_seed(base, field)
-            gain = stats.paired_gain(mine, theirs, confidence, _runs(by_seed))
+            gain = stats.paired_gain(mine, theirs, confidence, pretraining_runs(by_seed))
             gain["boot"] = row["bootstrap"] and row["bootstrap"][metric]["interval"]
             row[f"verdict_{metric}"] = stats.verdict(gain["ci"], gain["boot"])
             if row["pretraining"] == "failed":  # numbers shown, never worded

@@ -7,6 +7,7 @@ of the labels. Computed from the lr-selected runs (`ssljax.report.select`); no n
 made here that `stats.paired_gain` did not compute.
 """
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,8 +24,10 @@ def _auc(by_seed: dict[int, dict]) -> dict[int, float]:
     return {s: r["test_auc"] for s, r in by_seed.items()}
 
 
-def _runs(by_seed: dict[int, dict]) -> dict[int, str]:
-    return {s: r["init_workdir"] for s, r in by_seed.items()}
+def pretraining_runs(by_seed: dict[int, dict]) -> dict[int, str]:
+    """seed -> the pretraining run (its normalised workdir) an evaluation started from; the
+    clusters of `stats.paired_gain` here and in `ssljax.report`."""
+    return {s: os.path.normpath(r["init_workdir"]) for s, r in by_seed.items()}
 
 
 def _failed(by_seed: dict[int, dict]) -> bool:
@@ -63,15 +66,14 @@ def headline(groups: dict[tuple, dict[int, dict]], confidence: float = 0.95) -> 
         for f in fractions:
             mine = groups[(*arm, f)]
             entry["failed"] |= _failed(mine)
-            diff = stats.paired_gain(_auc(mine), _auc(reference), confidence, _runs(mine))
+            runs = pretraining_runs(mine)
+            diff = stats.paired_gain(_auc(mine), _auc(reference), confidence, runs)
             entry["vs_all"][f] = diff
             if entry["smallest"] is None and diff["mean"] is not None and diff["mean"] >= 0:
                 entry["smallest"] = f
             twin = groups.get((dataset, model, protocol, RANDOM, f))
             if f in GAIN_FRACTIONS and twin is not None:
-                entry["gains"][f] = stats.paired_gain(
-                    _auc(mine), _auc(twin), confidence, _runs(mine)
-                )
+                entry["gains"][f] = stats.paired_gain(_auc(mine), _auc(twin), confidence, runs)
         out.append(entry)
     return out
 
